@@ -1,0 +1,166 @@
+"""The training loop: config -> data, model, process -> rounds, metrics, evaluation."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import time
+from typing import Any
+
+import jax
+import ml_collections
+import optax
+from clu import metric_writers
+
+from fedjax_compress import aggregators, learning, models
+from fedjax_compress.data import pipeline
+from fedjax_compress.data.sources import SOURCE_NAMES as DATASETS, load_federated
+
+CLIENT_OPTIMIZERS = ("sgd", "momentum", "adam")
+SERVER_OPTIMIZERS = ("sgd", "momentum", "adam", "yogi")
+
+
+class ConfigError(ValueError):
+  """A config value is unknown or out of range; the message names the key and the fix."""
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+  """Checks names and ranges before any work is done."""
+  def check(ok, key, allowed):
+    if not ok:
+      raise ConfigError(f"config.{key}={config[key]!r} is invalid: {allowed}.")
+
+  dataset = config.dataset
+  check(dataset in DATASETS or dataset.startswith("tfds:"), "dataset",
+        f"valid datasets are {list(DATASETS)} or 'tfds:NAME'")
+  check(config.model in models.model_names(), "model", f"valid models are {models.model_names()}")
+  check(config.aggregator in aggregators.AGGREGATORS, "aggregator",
+        f"valid aggregators are {list(aggregators.AGGREGATORS)}")
+  check(config.bit_accounting in aggregators.ACCOUNTINGS, "bit_accounting",
+        f"valid values are {list(aggregators.ACCOUNTINGS)}")
+  check(config.strategy in learning.STRATEGIES, "strategy",
+        f"valid strategies are {list(learning.STRATEGIES)}")
+  check(config.client_optimizer in CLIENT_OPTIMIZERS, "client_optimizer",
+        f"valid values are {list(CLIENT_OPTIMIZERS)}")
+  check(config.server_optimizer in SERVER_OPTIMIZERS, "server_optimizer",
+        f"valid values are {list(SERVER_OPTIMIZERS)}")
+  check(config.client_weighting in learning.fed_avg_lib.WEIGHTINGS, "client_weighting",
+        f"valid values are {list(learning.fed_avg_lib.WEIGHTINGS)}")
+  for key in ("rounds", "clients_per_round", "batch_size", "epochs", "eval_every",
+              "eval_batch_size", "log_every", "chunk_size"):
+    check(int(config[key]) >= 1, key, "it must be an integer >= 1")
+  for key in ("client_lr", "server_lr", "proximal_mu", "dp_noise_multiplier"):
+    check(config[key] >= 0, key, "it must be >= 0")
+  check(1 <= config.quantization_bits <= 16, "quantization_bits", "it must be in 1..16")
+  check(config.encode_threshold >= 0, "encode_threshold", "it must be >= 0")
+
+
+def build_optimizer(name: str, lr: float, config) -> optax.GradientTransformation:
+  if name == "sgd":
+    return optax.sgd(lr)
+  if name == "momentum":
+    return optax.sgd(lr, momentum=config.server_momentum)
+  if name == "adam":
+    return optax.adam(lr, b1=config.server_momentum, b2=config.server_beta2, eps=config.server_eps)
+  return optax.yogi(lr, b1=config.server_momentum, b2=config.server_beta2, eps=config.server_eps)
+
+
+def build_aggregator(config) -> aggregators.Aggregator:
+  return aggregators.create_aggregator(
+      config.aggregator, stages_spec=config.stages, threshold=config.encode_threshold,
+      weighted=config.weighted_aggregation, zeroing=config.zeroing, clipping=config.clipping,
+      bits=config.quantization_bits, accounting=config.bit_accounting,
+      noise_multiplier=config.dp_noise_multiplier, clip_norm=config.dp_clip_norm,
+      clients_per_round=config.clients_per_round)
+
+
+def build_process(config, model: models.Model) -> learning.Process:
+  return learning.fed_avg(
+      model, build_optimizer(config.client_optimizer, config.client_lr, config),
+      build_optimizer(config.server_optimizer, config.server_lr, config),
+      aggregator=build_aggregator(config), client_weighting=config.client_weighting,
+      proximal_mu=config.proximal_mu, fed_sgd=config.fed_sgd, strategy=config.strategy,
+      chunk_size=config.chunk_size, bit_accounting=config.bit_accounting)
+
+
+def load_data(config):
+  kwargs = dict(data_dir=config.data_dir or None, only_digits=config.only_digits,
+                cache_dir=config.cache_dir or None, seed=config.seed)
+  return load_federated(config.dataset, "train", **kwargs), load_federated(config.dataset, "test", **kwargs)
+
+
+class ProgressLine:
+  """A console line per report: round, loss, accuracy, rounds/s and ETA."""
+
+  def __init__(self, total_rounds: int, every: int):
+    self._total, self._every = total_rounds, every
+    self._start = time.perf_counter()
+    self._done = 0
+
+  def __call__(self, record: dict[str, Any]) -> None:
+    self._done += 1
+    r = record["round"]
+    if r % self._every and r != self._total:
+      return
+    rate = self._done / max(time.perf_counter() - self._start, 1e-9)
+    eta = (self._total - r) / rate
+    evaluation = (f"  eval acc {record['eval/accuracy']:.4f}" if "eval/accuracy" in record else "")
+    print(f"round {r:>5}/{self._total}  loss {record['train/loss']:.4f}  "
+          f"acc {record['train/accuracy']:.4f}{evaluation}  {rate:.2f} rounds/s  "
+          f"ETA {_duration(eta)}  uplink {record['aggregated_bits'] / 2**20:.2f} Mibit",
+          flush=True)
+
+
+def _duration(seconds: float) -> str:
+  m, s = divmod(int(seconds), 60)
+  h, m = divmod(m, 60)
+  return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> list[dict[str, Any]]:
+  """Runs `config.rounds` rounds; writes metrics.jsonl and TensorBoard events to `workdir`."""
+  validate_config(config)
+  for module in filter(None, (m.strip() for m in config.imports.split(","))):
+    importlib.import_module(module)
+  train, test = load_data(config)
+  if config.clients_per_round > len(train.client_ids):
+    raise ConfigError(f"config.clients_per_round={config.clients_per_round} exceeds the "
+                      f"{len(train.client_ids)} training clients of {train.source}.")
+  model = models.create_model(config.model, train.num_classes)
+  process = build_process(config, model)
+  evaluate = learning.evaluator(model)
+  test_batches = pipeline.eval_batches(test, batch_size=config.eval_batch_size)
+
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    f.write(config.to_json_best_effort(indent=2))
+  # TensorBoard only: the console gets the progress line, not every scalar.
+  writer = (metric_writers.SummaryWriter(workdir) if jax.process_index() == 0
+            else metric_writers.MultiWriter([]))
+  progress = ProgressLine(config.rounds, config.log_every)
+  root = jax.random.key(config.seed)
+  state = process.init(jax.random.fold_in(root, 0))
+  totals = {"broadcasted_bits": 0, "aggregated_bits": 0, "update_bits": 0}
+  history = []
+  with open(os.path.join(workdir, "metrics.jsonl"), "w") as log:
+    for r in range(1, config.rounds + 1):
+      start = time.perf_counter()
+      ids = pipeline.sample_clients(train.client_ids, config.clients_per_round,
+                                    seed=config.seed, round_num=r)
+      batch = pipeline.round_batch(train, ids, batch_size=config.batch_size, epochs=config.epochs,
+                                   seed=config.seed, round_num=r, shuffle=config.shuffle)
+      state, metrics = process.next(state, batch, jax.random.fold_in(root, r))
+      for name in totals:
+        totals[name] += metrics[f"round_{name}"]
+      record = {"round": r, **metrics, **totals, "round_seconds": time.perf_counter() - start}
+      if r % config.eval_every == 0 or r == config.rounds:
+        record.update({f"eval/{k}": v for k, v in evaluate(state.params, test_batches).items()})
+      log.write(json.dumps(record) + "\n")
+      log.flush()
+      writer.write_scalars(r, {k: v for k, v in record.items() if k != "round"})
+      progress(record)
+      history.append(record)
+  writer.flush()
+  writer.close()
+  return history

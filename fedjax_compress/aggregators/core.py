@@ -1,0 +1,86 @@
+"""The aggregator interface and exact payload sizing."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+PyTree = Any
+State = Any
+Measurements = dict[str, jax.Array]
+
+# Per-client int32 [clients] bit counts that aggregators report in their measurements.
+UPLINK_BITS = "uplink_bits"  # the encoded model update: values and their side information
+UPLINK_AUX_BITS = "uplink_aux_bits"  # other values clients send: weights, quantile records
+DOWNLINK_AUX_BITS = "downlink_aux_bits"  # aggregator state broadcast to clients: clip norms
+BIT_KEYS = (UPLINK_BITS, UPLINK_AUX_BITS, DOWNLINK_AUX_BITS)
+ACCOUNTINGS = ("exact", "tff")
+
+
+class Aggregator(NamedTuple):
+  """Turns client updates into one aggregate, as pure functions.
+
+  Attributes:
+    init: `init(template) -> state`, `template` being one client's update (arrays or
+      `jax.ShapeDtypeStruct`s).
+    apply: `apply(state, updates, weights, key) -> (aggregate, new_state, measurements)`.
+      `updates` is the template pytree with a leading client axis, `weights` is
+      float32 [clients]. `measurements` holds each client's bits under `BIT_KEYS`.
+  """
+  init: Callable[[PyTree], State]
+  apply: Callable[[State, PyTree, jax.Array, jax.Array], tuple[PyTree, State, Measurements]]
+
+
+def value_bits(dtype) -> int:
+  """Bits of one value on the wire: its width, a bool being one bit."""
+  dtype = np.dtype(dtype)
+  return 1 if dtype == np.bool_ else dtype.itemsize * 8
+
+
+def payload_bits(tree: PyTree) -> int:
+  """The exact size of a payload: every array at its dtype's width.
+
+  Static: only shapes and dtypes are read, so it works on traced values too.
+  """
+  return sum(int(np.prod(leaf.shape)) * value_bits(leaf.dtype) for leaf in jax.tree.leaves(tree))
+
+
+def per_client_bits(bits: int, num_clients: int) -> jax.Array:
+  if bits >= 2**31:
+    raise ValueError(f"A client payload of {bits} bits exceeds the int32 bit counter.")
+  return jnp.full((num_clients,), bits, jnp.int32)
+
+
+def sum_over_clients(x: jax.Array, weights: jax.Array | None = None) -> jax.Array:
+  """sum_c weights[c] * x[c] over the leading client axis, as a matrix-vector product.
+
+  XLA:CPU ran `jnp.sum(x * w[:, None, None], axis=0)` over ten CNN updates in 3.6 s; the
+  same sum as a product of [clients] by [clients, n] ran in 2 ms.
+  """
+  flat = x.reshape(x.shape[0], -1)
+  if weights is None:
+    weights = jnp.ones(x.shape[0], flat.dtype)
+  return (weights.astype(flat.dtype) @ flat).reshape(x.shape[1:])
+
+
+def bit_measurements(num_clients: int, **bits: int) -> Measurements:
+  """Per-client counters for `BIT_KEYS`, e.g. `bit_measurements(10, uplink_aux_bits=32)`."""
+  unknown = set(bits) - set(BIT_KEYS)
+  if unknown:
+    raise ValueError(f"Unknown bit counters {sorted(unknown)}; valid: {BIT_KEYS}.")
+  return {k: per_client_bits(bits.get(k, 0), num_clients) for k in BIT_KEYS}
+
+
+def with_bits(measurements: Measurements, num_clients: int, **bits: int) -> Measurements:
+  """Adds a wrapper's own per-client bits to the counters of the aggregator it wraps."""
+  extra = bit_measurements(num_clients, **bits)
+  return {**measurements, **{k: measurements.get(k, 0) + extra[k] for k in BIT_KEYS}}
+
+
+def check_accounting(accounting: str) -> str:
+  if accounting not in ACCOUNTINGS:
+    raise ValueError(f"bit_accounting={accounting!r}; valid: {ACCOUNTINGS}.")
+  return accounting

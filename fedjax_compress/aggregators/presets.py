@@ -1,0 +1,65 @@
+"""TFF's aggregator presets, as compositions of the pieces in this package."""
+
+from __future__ import annotations
+
+import jax
+
+from fedjax_compress.aggregators import robust
+from fedjax_compress.aggregators.core import Aggregator, check_accounting
+from fedjax_compress.aggregators.encoded import encoded_mean, encoded_sum, mean
+from fedjax_compress.aggregators.quantize import uniform_quantize
+from fedjax_compress.aggregators.stages import identity
+
+
+def robust_aggregator(*, zeroing: bool = True, clipping: bool = True, weighted: bool = True,
+                      inner: Aggregator | None = None, accounting: str = "exact") -> Aggregator:
+  """zeroing(clipping(inner)) with TFF's adaptive defaults; `inner` defaults to `mean`."""
+  agg = inner or mean(weighted=weighted)
+  if clipping:
+    agg = robust.clipping(agg, accounting=accounting)
+  if zeroing:
+    agg = robust.zeroing(agg, accounting=accounting)
+  return agg
+
+
+def compression_aggregator(*, zeroing: bool = True, clipping: bool = True, weighted: bool = True,
+                           bits: int = 8, threshold: int = 20_000,
+                           accounting: str = "exact") -> Aggregator:
+  """TFF's `compression_aggregator`: robust wrappers around a mean of quantized tensors.
+
+  Tensors with more than `threshold` elements are stochastically quantized to `bits` over
+  their own [min, max] and bit-packed: 32 payload bits per word (`exact`), or TFF's 28
+  (`tff`); smaller tensors travel as float32.
+  """
+  word_bits = 28 if check_accounting(accounting) == "tff" else 32
+  stage = uniform_quantize(bits, stochastic=True, word_bits=word_bits)
+  return robust_aggregator(zeroing=zeroing, clipping=clipping, accounting=accounting,
+                           inner=encoded_mean(stage, threshold=threshold, weighted=weighted))
+
+
+def dp_aggregator(noise_multiplier: float, clients_per_round: int, *, clip_norm: float = 0.1,
+                  zeroing: bool = True, accounting: str = "exact") -> Aggregator:
+  """DP-FedAvg's aggregator (McMahan et al., 2018) with a fixed clip.
+
+  Each update is clipped to L2 norm `clip_norm`, the server adds Gaussian noise of
+  standard deviation `noise_multiplier * clip_norm` to the sum and divides by the
+  expected cohort `clients_per_round` (unweighted, as DP requires). The privacy
+  guarantee, via a moments accountant, depends on the sampling rate and the rounds; it
+  is not computed here. Unlike TFF's `dp_aggregator`, the clip is fixed, not adaptive.
+  """
+  if noise_multiplier < 0 or clip_norm <= 0 or clients_per_round <= 0:
+    raise ValueError(f"dp_aggregator needs noise_multiplier >= 0 (got {noise_multiplier}), "
+                     f"clip_norm > 0 (got {clip_norm}), clients_per_round > 0 "
+                     f"(got {clients_per_round}).")
+  agg = robust.clipping(encoded_sum(identity()), clip_norm=clip_norm, adaptive=False,
+                        accounting=accounting)
+  agg = robust.gaussian_noise(agg, stddev=noise_multiplier * clip_norm)
+  agg = _divide(agg, float(clients_per_round))
+  return robust.zeroing(agg, accounting=accounting) if zeroing else agg
+
+
+def _divide(inner: Aggregator, denominator: float) -> Aggregator:
+  def apply(state, updates, weights, key):
+    total, state, measurements = inner.apply(state, updates, weights, key)
+    return jax.tree.map(lambda t: t / denominator, total), state, measurements
+  return Aggregator(inner.init, apply)

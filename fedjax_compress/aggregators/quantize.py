@@ -1,0 +1,86 @@
+"""Uniform quantization over a tensor's [min, max] range, and bit packing."""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+from fedjax_compress.aggregators.stages import Encoded, Stage, chain, stateless
+
+
+def _check_bits(bits: int) -> None:
+  if not (isinstance(bits, int) and 1 <= bits <= 16):
+    raise ValueError(f"bits={bits!r} is out of range: quantization supports 1..16 bits.")
+
+
+def _code_dtype(bits: int):
+  return jnp.uint8 if bits <= 8 else jnp.uint16
+
+
+def quantize_codes(bits: int, *, stochastic: bool = True) -> Stage:
+  """Maps x to integer codes in [0, 2^bits - 1] on the grid spanning [min(x), max(x)].
+
+  Side information: min and max (two float32). Stochastic rounding (floor(t + u),
+  u ~ U[0, 1)) is unbiased; deterministic rounding errs by at most half a step.
+  Codes leave as uint8 / uint16: follow with `bitpack` to send them at their width.
+  """
+  _check_bits(bits)
+  levels = 2**bits - 1
+
+  def encode(x, key, shared_key):
+    x = x.reshape(-1).astype(jnp.float32)
+    lo, hi = jnp.min(x), jnp.max(x)
+    scale = _step(lo, hi, levels)
+    t = (x - lo) / scale
+    t = jnp.floor(t + jax.random.uniform(key, t.shape)) if stochastic else jnp.round(t)
+    codes = jnp.clip(t, 0, levels).astype(_code_dtype(bits))
+    return Encoded(codes, (lo, hi))
+
+  def decode(enc, spec, shared_key):
+    lo, hi = enc.side
+    x = lo + enc.values.astype(jnp.float32) * _step(lo, hi, levels)
+    return x.reshape(spec.shape).astype(spec.dtype)
+
+  return stateless(encode, decode)
+
+
+def _step(lo, hi, levels):
+  # A constant tensor has hi == lo: any positive step decodes it exactly.
+  return jnp.where(hi > lo, (hi - lo) / levels, 1.0)
+
+
+def bitpack(bits: int, *, word_bits: int = 32) -> Stage:
+  """Packs `bits`-bit codes densely, `word_bits` payload bits per uint32 word.
+
+  n codes take ceil(bits * n / word_bits) words; a code may straddle two words.
+  `word_bits=28` is TFF's packing (it keeps packed sums exact in float32).
+  """
+  _check_bits(bits)
+  if not 1 <= word_bits <= 32:
+    raise ValueError(f"word_bits={word_bits} must be in 1..32.")
+
+  def encode(codes, key, shared_key):
+    stream = ((codes.reshape(-1, 1).astype(jnp.uint32) >> jnp.arange(bits, dtype=jnp.uint32)) & 1)
+    stream = stream.reshape(-1)
+    num_words = math.ceil(stream.size / word_bits)
+    stream = jnp.pad(stream, (0, num_words * word_bits - stream.size)).reshape(num_words, word_bits)
+    words = jnp.sum(stream << jnp.arange(word_bits, dtype=jnp.uint32), axis=1, dtype=jnp.uint32)
+    return Encoded(words)
+
+  def decode(enc, spec, shared_key):
+    n = math.prod(spec.shape)
+    stream = (enc.values[:, None] >> jnp.arange(word_bits, dtype=jnp.uint32)) & 1
+    stream = stream.reshape(-1)[:n * bits].reshape(n, bits)
+    codes = jnp.sum(stream << jnp.arange(bits, dtype=jnp.uint32), axis=1, dtype=jnp.uint32)
+    return codes.astype(spec.dtype).reshape(spec.shape)
+
+  return stateless(encode, decode)
+
+
+def uniform_quantize(bits: int = 8, *, stochastic: bool = True, pack: bool = True,
+                     word_bits: int = 32) -> Stage:
+  """Quantizes to `bits` bits over [min, max]; packed to its width unless `pack=False`."""
+  codes = quantize_codes(bits, stochastic=stochastic)
+  return chain(codes, bitpack(bits, word_bits=word_bits)) if pack else codes

@@ -1,0 +1,53 @@
+"""Randomized Hadamard rotation: x -> H D x / sqrt(n), padded to a power of two.
+
+The signs D come from the shared key, which the server derives from the round key: both
+sides know them, so they cost no bits. Every client of a round uses the same rotation,
+so the stage is linear across clients and commutes with summation.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+from fedjax_compress.aggregators.stages import Encoded, Stage, stateless
+
+
+def fwht(x: jax.Array) -> jax.Array:
+  """Unnormalized fast Walsh-Hadamard transform of a vector whose length is 2^k."""
+  n = x.shape[0]
+  k = n.bit_length() - 1
+  if n != 1 << k:
+    raise ValueError(f"fwht needs a power-of-two length, got {n}.")
+  x = x.reshape((2,) * k) if k else x
+  for axis in range(k):
+    a, b = jnp.take(x, 0, axis=axis), jnp.take(x, 1, axis=axis)
+    x = jnp.stack([a + b, a - b], axis=axis)
+  return x.reshape(n)
+
+
+def padded_size(n: int) -> int:
+  return 1 << max(n - 1, 0).bit_length()
+
+
+def _signs(shared_key, n):
+  return jax.random.rademacher(shared_key, (n,), dtype=jnp.float32)
+
+
+def hadamard() -> Stage:
+  """Flattens, pads to the next power of two and rotates (orthogonal, exact inverse)."""
+
+  def encode(x, key, shared_key):
+    x = x.reshape(-1).astype(jnp.float32)
+    n = padded_size(x.size)
+    x = jnp.pad(x, (0, n - x.size))
+    return Encoded(fwht(_signs(shared_key, n) * x) / math.sqrt(n))
+
+  def decode(enc, spec, shared_key):
+    n = enc.values.shape[-1]
+    x = _signs(shared_key, n) * fwht(enc.values) / math.sqrt(n)
+    return x[:math.prod(spec.shape)].reshape(spec.shape).astype(spec.dtype)
+
+  return stateless(encode, decode, commutes_with_sum=True)

@@ -1,0 +1,146 @@
+"""Federated averaging as a process: `init(key) -> state`, `next(state, batch, key)`.
+
+The server treats `-aggregate(deltas)` as a pseudo-gradient for any optax optimizer, so
+FedAvg (SGD, lr 1), FedAvgM (momentum), FedAdam and FedYogi are configurations.
+FedProx is `proximal_mu > 0`, FedSGD is `fed_sgd=True`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from fedjax_compress.aggregators import (Aggregator, BIT_KEYS, DOWNLINK_AUX_BITS, UPLINK_AUX_BITS,
+                                         UPLINK_BITS, mean, payload_bits)
+from fedjax_compress.aggregators.core import check_accounting
+from fedjax_compress.data.pipeline import RoundBatch
+from fedjax_compress.learning import execution
+from fedjax_compress.learning.client import ClientOutput, gradient, local_sgd
+from fedjax_compress.models import Model
+
+WEIGHTINGS = ("num_examples", "uniform")
+# What TFF's clients report for the tutorial's Keras metrics: accuracy and loss as
+# (total, count) float32 pairs, num_examples and num_batches as int64.
+TFF_METRIC_BITS = 4 * 32 + 2 * 64
+
+
+class ServerState(NamedTuple):
+  params: Any
+  opt_state: Any
+  aggregator_state: Any
+  round: jax.Array
+
+
+class Process(NamedTuple):
+  """`init(key) -> ServerState`; `next(state, batch, key) -> (state, metrics)`.
+
+  `metrics` maps names to Python floats and ints; bit counts are exact ints:
+  `round_update_bits` (the encoded model updates), `round_aggregated_bits` (all that
+  clients send: updates, weights, quantile records, metrics) and
+  `round_broadcasted_bits` (the model and the aggregator's norms sent to clients).
+  """
+  init: Callable[[jax.Array], ServerState]
+  next: Callable[[ServerState, RoundBatch, jax.Array], tuple[ServerState, dict[str, Any]]]
+  strategy: str
+
+
+def fed_avg(model: Model, client_optimizer: optax.GradientTransformation,
+            server_optimizer: optax.GradientTransformation, *,
+            aggregator: Aggregator | None = None, client_weighting: str = "num_examples",
+            proximal_mu: float = 0.0, fed_sgd: bool = False, strategy: str = "auto",
+            chunk_size: int = 8, bit_accounting: str = "exact") -> Process:
+  """Builds FedAvg and its relatives.
+
+  Args:
+    model: the model to train.
+    client_optimizer: local optimizer (ignored with `fed_sgd`).
+    server_optimizer: applied to `-aggregate` as a gradient.
+    aggregator: combines client deltas; default: weighted float32 mean.
+    client_weighting: "num_examples" (examples trained on) or "uniform".
+    proximal_mu: FedProx's proximal coefficient.
+    fed_sgd: clients send their full-batch gradient instead of training.
+    strategy: "auto", "vmap", "chunked" or "sequential" (see `execution`).
+    chunk_size: clients per chunk for "chunked".
+    bit_accounting: "exact" counts the arrays our clients send; "tff" counts the
+      training metrics as TFF's Keras metrics (build the aggregator with the same mode).
+  """
+  if client_weighting not in WEIGHTINGS:
+    raise ValueError(f"client_weighting={client_weighting!r}; valid: {WEIGHTINGS}.")
+  if proximal_mu < 0:
+    raise ValueError(f"proximal_mu={proximal_mu} must be >= 0.")
+  aggregator = aggregator or mean()
+  trainer = gradient(model) if fed_sgd else local_sgd(model, client_optimizer,
+                                                      proximal_mu=proximal_mu)
+  strategy = execution.resolve(strategy)
+  check_accounting(bit_accounting)
+
+  template = jax.eval_shape(model.init, jax.random.key(0))
+  model_bits = payload_bits(template)
+  metrics_payload_bits = payload_bits(jax.eval_shape(
+      lambda p: trainer.init(p), template)[-1])
+
+  def init(key):
+    params = model.init(key)
+    return ServerState(params, server_optimizer.init(params), aggregator.init(params),
+                       jnp.zeros((), jnp.int32))
+
+  def server_update(state, outputs: ClientOutput, key):
+    weights = (outputs.num_examples if client_weighting == "num_examples"
+               else jnp.ones_like(outputs.num_examples))
+    aggregate, agg_state, measurements = aggregator.apply(state.aggregator_state, outputs.delta,
+                                                          weights, key)
+    pseudo_gradient = jax.tree.map(jnp.negative, aggregate)
+    updates, opt_state = server_optimizer.update(pseudo_gradient, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    sums = jax.tree.map(jnp.sum, outputs.metrics)
+    metrics = {
+        "train/loss": sums["loss_sum"] / jnp.maximum(sums["count"], 1.0),
+        "train/accuracy": sums["correct"] / jnp.maximum(sums["count"], 1.0),
+        "train/num_examples": sums["count"],
+        "train/num_batches": sums["num_batches"],
+        **measurements,
+    }
+    return ServerState(params, opt_state, agg_state, state.round + 1), metrics
+
+  def split_keys(key, num_clients):
+    client_root, server_key = jax.random.split(key)
+    return jax.random.split(client_root, num_clients), server_key
+
+  if strategy == "vmap":
+    @jax.jit
+    def whole_round(state, x, y, mask, key):
+      client_keys, server_key = split_keys(key, x.shape[0])
+      outputs = execution.vmap_clients(trainer, state.params, x, y, mask, client_keys)
+      return server_update(state, outputs, server_key)
+
+    def run_round(state, batch, key):
+      return whole_round(state, batch.x, batch.y, batch.mask, key)
+  else:
+    runner = execution.client_runner(trainer, strategy, chunk_size)
+    finish = jax.jit(lambda state, outputs, key: server_update(state, execution.stack_outputs(outputs), key))
+    keys_for = jax.jit(split_keys, static_argnums=1)
+
+    def run_round(state, batch, key):
+      client_keys, server_key = keys_for(key, batch.num_clients)
+      outputs = runner(state.params, batch.x, batch.y, batch.mask, client_keys)
+      return finish(state, outputs, server_key)
+
+  def next_round(state, batch: RoundBatch, key):
+    state, metrics = run_round(state, batch, key)
+    metrics = jax.device_get(metrics)
+    bits = {k: int(np.asarray(metrics.pop(k), np.int64).sum()) for k in BIT_KEYS}
+    out = {k: float(v) if np.ndim(v) == 0 else np.asarray(v) for k, v in metrics.items()}
+    out["train/num_examples"] = int(out["train/num_examples"])
+    out["train/num_batches"] = int(out["train/num_batches"])
+    clients = batch.num_clients
+    metric_bits = TFF_METRIC_BITS if bit_accounting == "tff" else metrics_payload_bits
+    out["round_update_bits"] = bits[UPLINK_BITS]
+    out["round_aggregated_bits"] = bits[UPLINK_BITS] + bits[UPLINK_AUX_BITS] + metric_bits * clients
+    out["round_broadcasted_bits"] = model_bits * clients + bits[DOWNLINK_AUX_BITS]
+    return state, out
+
+  return Process(init, next_round, strategy)

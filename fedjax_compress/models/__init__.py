@@ -1,0 +1,5 @@
+"""Models: a functional `Model` and the FedAvg paper's networks."""
+
+from fedjax_compress.models.model import (Model, from_flax, masked_loss, masked_metric_sums,
+                                          num_parameters)
+from fedjax_compress.models.zoo import FedAvgCNN, FedAvgMLP, create_model, model_names

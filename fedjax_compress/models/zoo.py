@@ -1,0 +1,55 @@
+"""The models of the FedAvg paper (McMahan et al., 2017), as Flax modules."""
+
+from __future__ import annotations
+
+from flax import linen as nn
+import jax.numpy as jnp
+
+from fedjax_compress.models.model import Model, from_flax
+
+EMNIST_INPUT_SHAPE = (28, 28, 1)
+
+
+class FedAvgCNN(nn.Module):
+  """conv5x5x32 - pool - conv5x5x64 - pool - dense512 - dense(num_classes).
+
+  1,663,370 parameters for 10 classes, 1,690,046 for 62.
+  """
+  num_classes: int = 10
+
+  @nn.compact
+  def __call__(self, x):
+    for features in (32, 64):
+      x = nn.relu(nn.Conv(features, (5, 5), padding="SAME")(x))
+      x = nn.max_pool(x, (2, 2), strides=(2, 2), padding="SAME")
+    x = x.reshape((x.shape[0], -1))
+    x = nn.relu(nn.Dense(512)(x))
+    return nn.Dense(self.num_classes)(x)
+
+
+class FedAvgMLP(nn.Module):
+  """The "2NN": two hidden layers of 200 ReLU units (199,210 parameters for 10 classes)."""
+  num_classes: int = 10
+  hidden: int = 200
+
+  @nn.compact
+  def __call__(self, x):
+    x = x.reshape((x.shape[0], -1))
+    for _ in range(2):
+      x = nn.relu(nn.Dense(self.hidden)(x))
+    return nn.Dense(self.num_classes)(x)
+
+
+_MODULES = {"cnn": FedAvgCNN, "mlp": FedAvgMLP}
+
+
+def create_model(name: str, num_classes: int,
+                 input_shape: tuple[int, ...] = EMNIST_INPUT_SHAPE) -> Model:
+  """A model of the zoo by name: "cnn" or "mlp"."""
+  if name not in _MODULES:
+    raise ValueError(f"Unknown model {name!r}; valid names: {sorted(_MODULES)}.")
+  return from_flax(_MODULES[name](num_classes=num_classes), input_shape, num_classes)
+
+
+def model_names() -> list[str]:
+  return sorted(_MODULES)
