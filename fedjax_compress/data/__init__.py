@@ -1,0 +1,9 @@
+"""Federated datasets as in-memory numpy arrays, one client per writer or shard."""
+
+# --- sources: federated containers and loaders (data layer) -------------------
+from fedjax_compress.data.embedded import load_embedded_digits
+from fedjax_compress.data.federated import DataError, FederatedData
+from fedjax_compress.data.leaf import load_leaf
+from fedjax_compress.data.sources import SOURCE_NAMES, load_federated
+from fedjax_compress.data.tff_emnist import load_tff_emnist
+# --- end sources ----------------------------------------------------------------
