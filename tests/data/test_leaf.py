@@ -1,6 +1,7 @@
 """LEAF FEMNIST JSON: generated files (json and json.gz), bad files, and the real samples."""
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -9,8 +10,11 @@ import pytest
 from fedjax_compress.data import DataError, load_leaf
 from tests.data import fixtures
 
-REAL_NIID05 = Path("/work/shared/data/femnist_leaf_niid05")
-REAL_FEDLAB = Path("/work/shared/data/femnist_leaf_fedlab_fixture")
+# Real FEMNIST lives outside the repo, in ../shared/data beside the checkout.
+SHARED_DATA = Path(os.environ.get("FEDJAX_COMPRESS_SHARED_DATA",
+                                  Path(__file__).resolve().parents[3] / "shared" / "data"))
+REAL_NIID05 = SHARED_DATA / "femnist_leaf_niid05"
+REAL_FEDLAB = SHARED_DATA / "femnist_leaf_fedlab_fixture"
 
 
 @pytest.fixture

@@ -139,11 +139,18 @@ def test_truncated_download_leaves_nothing(http_server, tmp_path):
   assert list(cache.iterdir()) == []
 
 
-def test_wrong_published_hash_is_rejected(http_server, tmp_path, monkeypatch):
+def test_unexpected_hash_warns_but_loads(http_server, tmp_path, monkeypatch, caplog, tff_splits):
   url = http_server.base_url + tff_emnist.LZMA_NAME
-  monkeypatch.setitem(tff_emnist._KNOWN_SHA256, url, "0" * 64)
+  monkeypatch.setitem(tff_emnist._REFERENCE_SHA256, url, "0" * 64)
+  data = load_tff_emnist("train", cache_dir=tmp_path, base_url=http_server.base_url)
+  assert "not the " + "0" * 64 in caplog.text
+  assert_same_clients(data, tff_splits["digits_only_train"], 10)
+
+
+def test_download_rejects_a_wrong_expected_hash(http_server, tmp_path):
+  url = http_server.base_url + tff_emnist.LZMA_NAME
   with pytest.raises(DataError, match="differs from the published"):
-    load_tff_emnist("train", cache_dir=tmp_path, base_url=http_server.base_url)
+    download.download(url, tmp_path / "x.lzma", expected_sha256="0" * 64)
   assert list(tmp_path.iterdir()) == []
 
 
