@@ -112,3 +112,14 @@ def test_parse_stages_builds_chains_and_names_the_valid_stages():
     agg.parse_stages("hadamard,nope")
   with pytest.raises(ValueError, match="literals"):
     agg.parse_stages("uniform_quantize(bits=x)")
+
+
+@pytest.mark.parametrize("bits", [1, 2, 4, 8, 16])
+def test_aligned_packing_lays_bits_out_as_one_stream(bits):
+  """The shift-and-add path (bits divides 32) puts code i at stream bits [i*bits, (i+1)*bits)."""
+  codes = np.random.default_rng(bits).integers(0, 2**bits, 100)
+  enc, _ = _round_trip(agg.bitpack(bits), jnp.asarray(codes, jnp.uint16))
+  stream = "".join(format(int(c), f"0{bits}b")[::-1] for c in codes)
+  stream += "0" * (-len(stream) % 32)
+  expected = [int(stream[i:i + 32][::-1], 2) for i in range(0, len(stream), 32)]
+  np.testing.assert_array_equal(np.asarray(enc.values), np.asarray(expected, np.uint32))

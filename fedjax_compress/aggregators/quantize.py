@@ -61,19 +61,29 @@ def bitpack(bits: int, *, word_bits: int = 32) -> Stage:
   if not 1 <= word_bits <= 32:
     raise ValueError(f"word_bits={word_bits} must be in 1..32.")
 
+  aligned = word_bits % bits == 0  # no code straddles two words: shift and add
+
   def encode(codes, key, shared_key):
-    stream = ((codes.reshape(-1, 1).astype(jnp.uint32) >> jnp.arange(bits, dtype=jnp.uint32)) & 1)
-    stream = stream.reshape(-1)
-    num_words = math.ceil(stream.size / word_bits)
-    stream = jnp.pad(stream, (0, num_words * word_bits - stream.size)).reshape(num_words, word_bits)
-    words = jnp.sum(stream << jnp.arange(word_bits, dtype=jnp.uint32), axis=1, dtype=jnp.uint32)
-    return Encoded(words)
+    codes = codes.reshape(-1).astype(jnp.uint32)
+    if aligned:
+      per_word = word_bits // bits
+      codes = jnp.pad(codes, (0, -codes.size % per_word)).reshape(-1, per_word)
+      shifts = bits * jnp.arange(per_word, dtype=jnp.uint32)
+      return Encoded(jnp.sum(codes << shifts, axis=1, dtype=jnp.uint32))
+    stream = ((codes[:, None] >> jnp.arange(bits, dtype=jnp.uint32)) & 1).reshape(-1)
+    stream = jnp.pad(stream, (0, -stream.size % word_bits)).reshape(-1, word_bits)
+    return Encoded(jnp.sum(stream << jnp.arange(word_bits, dtype=jnp.uint32), axis=1,
+                           dtype=jnp.uint32))
 
   def decode(enc, spec, shared_key):
     n = math.prod(spec.shape)
-    stream = (enc.values[:, None] >> jnp.arange(word_bits, dtype=jnp.uint32)) & 1
-    stream = stream.reshape(-1)[:n * bits].reshape(n, bits)
-    codes = jnp.sum(stream << jnp.arange(bits, dtype=jnp.uint32), axis=1, dtype=jnp.uint32)
+    if aligned:
+      shifts = bits * jnp.arange(word_bits // bits, dtype=jnp.uint32)
+      codes = ((enc.values[:, None] >> shifts) & (2**bits - 1)).reshape(-1)[:n]
+    else:
+      stream = (enc.values[:, None] >> jnp.arange(word_bits, dtype=jnp.uint32)) & 1
+      stream = stream.reshape(-1)[:n * bits].reshape(n, bits)
+      codes = jnp.sum(stream << jnp.arange(bits, dtype=jnp.uint32), axis=1, dtype=jnp.uint32)
     return codes.astype(spec.dtype).reshape(spec.shape)
 
   return stateless(encode, decode)

@@ -53,8 +53,8 @@ def vmap_clients(trainer: ClientTrainer, global_params, x, y, mask, client_keys)
   return jax.vmap(one_client)(x, y, mask, client_keys)
 
 
-def stack_outputs(outputs: list[ClientOutput]) -> ClientOutput:
-  return jax.tree.map(lambda *xs: jnp.stack(xs), *outputs)
+def _stack(trees):
+  return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
 
 
 class SequentialClients:
@@ -62,19 +62,24 @@ class SequentialClients:
 
   def __init__(self, trainer: ClientTrainer):
     self._init = jax.jit(trainer.init)
-    self._step = jax.jit(_keyed_step(trainer), donate_argnums=0)
-    self._finalize = jax.jit(trainer.finalize)
+    # No buffer donation: on XLA:CPU it made each step ~6% slower (benchmarks/RESULTS.md).
+    self._step = jax.jit(_keyed_step(trainer))
+    # One pass over all clients' final states: stacking fused with computing the deltas.
+    self._finalize_all = jax.jit(
+        lambda carries, global_params: jax.vmap(trainer.finalize, (0, None))(
+            _stack(carries), global_params))
 
-  def __call__(self, global_params, x, y, mask, client_keys) -> list[ClientOutput]:
+  def __call__(self, global_params, x, y, mask, client_keys) -> ClientOutput:
     active = np.asarray(mask).any(axis=-1)
-    outputs = []
+    start = self._init(global_params)
+    carries = []
     for c in range(x.shape[0]):
-      carry = self._init(global_params)
+      carry = start
       for b in np.flatnonzero(active[c]):
         carry = self._step(carry, global_params, x[c, b], y[c, b], mask[c, b], client_keys[c],
                            np.int32(b))
-      outputs.append(self._finalize(carry, global_params))
-    return outputs
+      carries.append(carry)
+    return self._finalize_all(carries, global_params)
 
 
 class ChunkedClients:
@@ -85,19 +90,21 @@ class ChunkedClients:
       raise ValueError(f"chunk_size={chunk_size} must be positive.")
     self._chunk_size = chunk_size
     self._run = jax.jit(lambda *args: vmap_clients(trainer, *args))
+    self._concatenate = jax.jit(lambda chunks: jax.tree.map(lambda *xs: jnp.concatenate(xs), *chunks))
 
-  def __call__(self, global_params, x, y, mask, client_keys) -> list[ClientOutput]:
-    outputs = []
+  def __call__(self, global_params, x, y, mask, client_keys) -> ClientOutput:
+    chunks = []
     for start in range(0, x.shape[0], self._chunk_size):
       part = slice(start, start + self._chunk_size)
-      chunk = self._run(global_params, x[part], y[part], mask[part], client_keys[part])
-      n = chunk.num_examples.shape[0]
-      outputs.extend(jax.tree.map(lambda a, i=i: a[i], chunk) for i in range(n))
-    return outputs
+      chunks.append(self._run(global_params, x[part], y[part], mask[part], client_keys[part]))
+    return self._concatenate(chunks)
 
 
 def client_runner(trainer: ClientTrainer, strategy: str, chunk_size: int) -> Callable:
-  """The host-side runner of a split strategy (`sequential` or `chunked`)."""
+  """The host-side runner of a split strategy (`sequential` or `chunked`).
+
+  `runner(global_params, x, y, mask, client_keys)` returns the stacked `ClientOutput`.
+  """
   if strategy == "sequential":
     return SequentialClients(trainer)
   if strategy == "chunked":

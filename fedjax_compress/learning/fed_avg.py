@@ -121,7 +121,7 @@ def fed_avg(model: Model, client_optimizer: optax.GradientTransformation,
       return whole_round(state, batch.x, batch.y, batch.mask, key)
   else:
     runner = execution.client_runner(trainer, strategy, chunk_size)
-    finish = jax.jit(lambda state, outputs, key: server_update(state, execution.stack_outputs(outputs), key))
+    finish = jax.jit(server_update)
     keys_for = jax.jit(split_keys, static_argnums=1)
 
     def run_round(state, batch, key):
