@@ -30,10 +30,21 @@ setup(
         "tensorboard>=2.16,<2.22",
         "scikit-learn>=1.4,<2",  # ships the embedded default dataset
         "h5py>=3.10,<4",
+        "orbax-checkpoint>=0.11,<0.13",  # checkpoints of runs
         "tqdm>=4.66,<5",
     ],
     extras_require={
         "test": ["pytest>=8,<10", "pytest-xdist>=3.5,<4", "hypothesis>=6.100,<7",
-                 "scipy>=1.12,<2"],
+                 "scipy>=1.12,<2",
+                 # tests/test_tfds.py, test_plot.py, test_notebook.py (run the notebook)
+                 "tensorflow-datasets>=4.9.4,<5", "matplotlib>=3.8,<4",
+                 "nbclient>=0.10,<0.12", "nbformat>=5.10,<6", "ipykernel>=6.29,<8"],
+        # tfds:NAME sources (fedjax_compress.data.tfds_source).
+        "tfds": ["tensorflow-datasets>=4.9.4,<5"],
+        # python -m experiments.plot
+        "plot": ["matplotlib>=3.8,<4"],
+        # notebooks/colab_tpu.ipynb in a local Jupyter (Colab has these already).
+        "notebook": ["notebook>=7,<8", "ipykernel>=6.29,<8", "ipython>=8.18,<10",
+                     "matplotlib>=3.8,<4", "tensorflow-datasets>=4.9.4,<5"],
     },
 )

@@ -1,12 +1,22 @@
-"""Seconds per round of the seed workload, against a plain-loop baseline in the same run.
+"""Seconds per round against a plain-loop baseline, peak memory, and FLOP/s efficiency.
 
-  python -m benchmarks.round_speed --json=benchmarks/round_speed.json
+  python -m benchmarks.round_speed --json=benchmarks/round_speed.json      # the seed workload
+  python -m benchmarks.round_speed --clients=100,1000 --examples_per_client=10 --rounds=2 \
+      --aggregators=mean,default --json=benchmarks/round_speed_scale.json
 
 Workload: FedAvg, the 10-class FedAvg CNN, batch 20, 1 epoch, on the real FEMNIST digits
-in ../shared/data/femnist_leaf_niid05 when present, else the embedded digits. Baseline: a
-Python loop of one jitted single-client SGD step over the very same batches (no
-aggregation, no bookkeeping), the cost floor of any sequential implementation. Rounds of
-the process and of the baseline alternate, so that load on the machine hits both alike.
+in ../shared/data/femnist_leaf_niid05 when present, else the embedded digits; with
+`--examples_per_client=N` the pooled examples are re-cut into clients of N examples (so
+that a cohort of 1000 exists and finishes in minutes). Baseline: a Python loop of one
+jitted single-client SGD step over the very same batches (no aggregation, no
+bookkeeping), the cost floor of any sequential implementation. Rounds of the process and
+of the baseline alternate, so that load on the machine hits both alike.
+
+Each configuration runs in its own subprocess, so `peak_rss_mib` is that run's peak
+(`ru_maxrss`), capped by `--memory_limit_gib` (address space); a run that fails is
+recorded with its error. `matmul_gflops` is the float32 2048x2048 `jnp.dot` rate
+measured in the same subprocess right after the rounds; `flop_fraction` is the round's useful rate (XLA's FLOP count of
+one training step times the non-empty batches, over the median round time) divided by it.
 """
 
 from __future__ import annotations
@@ -16,6 +26,9 @@ import os
 import platform
 import resource
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -27,15 +40,25 @@ from absl import app, flags
 
 from fedjax_compress import aggregators, learning, models
 from fedjax_compress.data import pipeline
+from fedjax_compress.data.federated import FederatedData
 from fedjax_compress.data.sources import load_federated
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("json", None, "Write the records here.")
 flags.DEFINE_list("strategies", ["sequential"], "Execution strategies to time.")
-flags.DEFINE_list("aggregators", ["mean", "compression"], "Aggregators to time.")
-flags.DEFINE_integer("clients", 10, "Clients per round.")
+flags.DEFINE_list("aggregators", ["mean", "compression"],
+                  "Aggregators to time (aggregators.create_aggregator names); 'default' is "
+                  "fed_avg's default mean, streamed under sequential/chunked.")
+flags.DEFINE_list("clients", ["10"], "Clients per round (one configuration each).")
 flags.DEFINE_integer("rounds", 12, "Timed rounds per configuration (after one warm-up).")
+flags.DEFINE_integer("examples_per_client", 0,
+                     "If > 0, re-cut the pooled examples into clients of this many examples.")
+flags.DEFINE_integer("chunk_size", 8, "Clients per chunk for the chunked strategy.")
+flags.DEFINE_string("model", "cnn", "Model name (models.create_model).")
 flags.DEFINE_string("data_dir", None, "LEAF FEMNIST folder; default ../shared/data/femnist_leaf_niid05.")
+flags.DEFINE_float("memory_limit_gib", 16.0, "Address-space limit of each configuration's run.")
+flags.DEFINE_string("one", None, "Internal: run one configuration 'strategy,aggregator,clients'.")
+flags.DEFINE_string("one_out", None, "Internal: where that run writes its record.")
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "femnist_leaf_niid05"
 
@@ -43,8 +66,18 @@ DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "femnis
 def load_workload():
   data_dir = Path(FLAGS.data_dir) if FLAGS.data_dir else DEFAULT_DATA
   if data_dir.exists():
-    return load_federated("leaf", "train", data_dir=data_dir, only_digits=True), f"FEMNIST digits ({data_dir.name})"
-  return load_federated("sklearn_digits", "train"), "embedded sklearn digits"
+    data = load_federated("leaf", "train", data_dir=data_dir, only_digits=True)
+    source = f"FEMNIST digits ({data_dir.name})"
+  else:
+    data, source = load_federated("sklearn_digits", "train"), "embedded sklearn digits"
+  n = FLAGS.examples_per_client
+  if n > 0:
+    x = np.concatenate([data.clients[c][0] for c in data.client_ids])
+    y = np.concatenate([data.clients[c][1] for c in data.client_ids])
+    clients = {f"piece_{i:05d}": (x[i * n:(i + 1) * n], y[i * n:(i + 1) * n])
+               for i in range(len(y) // n)}
+    data, source = FederatedData(clients, data.num_classes, data.source), f"{source}, {n} examples/client"
+  return data, source
 
 
 def baseline_runner(model, lr):
@@ -61,22 +94,50 @@ def baseline_runner(model, lr):
       for b in np.flatnonzero(active[c]):
         local = step(local, batch.x[c, b], batch.y[c, b], batch.mask[c, b])
       jax.block_until_ready(local)
-  return run
+
+  def step_flops(params, batch):
+    compiled = step.lower(params, batch.x[0, 0], batch.y[0, 0], batch.mask[0, 0]).compile()
+    analysis = compiled.cost_analysis()
+    analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
+    return float(analysis["flops"])
+  return run, step_flops
 
 
 def peak_rss_mib() -> float:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
+  """float32 n x n by n x n `jnp.dot`: the machine's achievable FLOP rate, median of runs."""
+  a = jnp.asarray(np.random.default_rng(0).random((n, n), dtype=np.float32))
+  dot = jax.jit(jnp.dot)
+  dot(a, a).block_until_ready()
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    dot(a, a).block_until_ready()
+    times.append(time.perf_counter() - start)
+  return 2 * n**3 / statistics.median(times) / 1e9
+
+
+def round_batches(data, clients):
+  return [pipeline.round_batch(data, pipeline.sample_clients(data.client_ids, clients,
+                                                             seed=0, round_num=r),
+                               batch_size=20, seed=0, round_num=r)
+          for r in range(FLAGS.rounds + 1)]
+
+
 def time_configuration(data, strategy, aggregator_name, batches):
-  model = models.create_model("cnn", 10)
+  model = models.create_model(FLAGS.model, 10)
   process = learning.fed_avg(model, optax.sgd(0.02), optax.sgd(1.0), strategy=strategy,
-                             aggregator=aggregators.create_aggregator(aggregator_name))
-  baseline = baseline_runner(model, 0.02)
+                             chunk_size=FLAGS.chunk_size,
+                             aggregator=(None if aggregator_name == "default" else
+                                         aggregators.create_aggregator(aggregator_name)))
+  baseline, step_flops = baseline_runner(model, 0.02)
   state = process.init(jax.random.key(0))
   start = time.perf_counter()
   state, _ = process.next(state, batches[0], jax.random.key(0))
-  compile_s = time.perf_counter() - start
+  first_round_s = time.perf_counter() - start
   baseline(state.params, batches[0])
   process_s, baseline_s = [], []
   for r, batch in enumerate(batches[1:], start=1):
@@ -87,42 +148,87 @@ def time_configuration(data, strategy, aggregator_name, batches):
     baseline(state.params, batch)
     baseline_s.append(time.perf_counter() - start)
   examples = statistics.median(int(b.mask.sum()) for b in batches[1:])
+  steps = statistics.median(int(b.batches_per_client.sum()) for b in batches[1:])
   median, base = statistics.median(process_s), statistics.median(baseline_s)
+  flops = step_flops(state.params, batches[0])
   return {
-      "strategy": process.strategy, "aggregator": aggregator_name,
+      "strategy": process.strategy, "aggregator": aggregator_name, "model": FLAGS.model,
       "clients_per_round": batches[0].num_clients,
       "median_round_s": median, "baseline_round_s": base, "ratio_to_baseline": median / base,
       "examples_per_s": examples / median, "median_examples_per_round": examples,
-      "compile_s": compile_s - median, "peak_rss_mib": peak_rss_mib(),
+      "median_steps_per_round": steps, "step_gflop": flops / 1e9,
+      "round_gflops": steps * flops / median / 1e9,
+      "compile_s": first_round_s - median, "peak_rss_mib": peak_rss_mib(),
       "rounds": len(process_s),
   }
 
 
+def run_one(spec: str, out: str) -> None:
+  """One configuration, in this (child) process; writes its record as JSON to `out`."""
+  strategy, aggregator_name, clients = spec.split(",")
+  data, source = load_workload()
+  record = time_configuration(data, strategy, aggregator_name, round_batches(data, int(clients)))
+  record.update(data=source, backend=jax.default_backend(), device=str(jax.devices()[0]),
+                cpu_count=os.cpu_count(), machine=platform.machine(), jax=jax.__version__)
+  # Measured right after the rounds, so that both see about the same load.
+  record["matmul_gflops"] = matmul_gflops()
+  record["flop_fraction"] = record["round_gflops"] / record["matmul_gflops"]
+  Path(out).write_text(json.dumps(record))
+
+
+def run_in_subprocess(strategy: str, aggregator_name: str, clients: int) -> dict:
+  limit = int(FLAGS.memory_limit_gib * 2**30)
+
+  def cap_memory():
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+  passed = [a for a in sys.argv[1:] if not a.startswith(("--json", "--one"))]
+  with tempfile.TemporaryDirectory() as tmp:
+    out = Path(tmp) / "record.json"
+    start = time.perf_counter()
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.round_speed", *passed,
+         f"--one={strategy},{aggregator_name},{clients}", f"--one_out={out}"],
+        cwd=Path(__file__).resolve().parents[1], preexec_fn=cap_memory, capture_output=True,
+        text=True, check=False)
+    if result.returncode == 0 and out.exists():
+      return json.loads(out.read_text())
+  return {"strategy": strategy, "aggregator": aggregator_name, "model": FLAGS.model,
+          "clients_per_round": clients, "failed": True, "returncode": result.returncode,
+          "wall_s": time.perf_counter() - start,
+          "memory_limit_gib": FLAGS.memory_limit_gib, "error": result.stderr[-1500:]}
+
+
 def main(argv):
   del argv
-  data, source = load_workload()
-  batches = [pipeline.round_batch(data, pipeline.sample_clients(data.client_ids, FLAGS.clients,
-                                                                seed=0, round_num=r),
-                                  batch_size=20, seed=0, round_num=r)
-             for r in range(FLAGS.rounds + 1)]
+  if FLAGS.one:
+    run_one(FLAGS.one, FLAGS.one_out)
+    return
   records = []
-  for strategy in FLAGS.strategies:
-    for name in FLAGS.aggregators:
-      record = time_configuration(data, strategy, name, batches)
-      record.update(data=source, backend=jax.default_backend(), device=str(jax.devices()[0]),
-                    cpu_count=os.cpu_count(), machine=platform.machine(), jax=jax.__version__)
-      records.append(record)
-      print(f"done: {strategy} / {name}", flush=True)
-  print(f"\nSeed workload on {source}, {FLAGS.clients} clients/round, backend "
-        f"{jax.default_backend()}, median of {FLAGS.rounds} rounds:\n")
-  header = (f"{'strategy':<11} {'aggregator':<12} {'s/round':>8} {'baseline':>9} {'ratio':>6} "
-            f"{'examples/s':>11} {'compile s':>10} {'peak RSS MiB':>13}")
+  for clients in map(int, FLAGS.clients):
+    for strategy in FLAGS.strategies:
+      for name in FLAGS.aggregators:
+        record = run_in_subprocess(strategy, name, clients)
+        records.append(record)
+        print(f"done: {clients} clients, {strategy} / {name}"
+              f"{' FAILED: ' + record['error'][-300:] if record.get('failed') else ''}", flush=True)
+  print(f"\n{FLAGS.model} rounds, median of {FLAGS.rounds} rounds; 'of matmul': the round's "
+        f"GFLOP/s over the float32 2048x2048 matmul's, measured in the same run:\n")
+  header = (f"{'clients':>7} {'strategy':<11} {'aggregator':<12} {'s/round':>8} {'baseline':>9} "
+            f"{'ratio':>6} {'examples/s':>11} {'GFLOP/s':>8} {'of matmul':>9} {'compile s':>10} "
+            f"{'peak RSS MiB':>13}")
   print(header)
   print("-" * len(header))
   for r in records:
-    print(f"{r['strategy']:<11} {r['aggregator']:<12} {r['median_round_s']:>8.3f} "
-          f"{r['baseline_round_s']:>9.3f} {r['ratio_to_baseline']:>6.3f} "
-          f"{r['examples_per_s']:>11.0f} {r['compile_s']:>10.2f} {r['peak_rss_mib']:>13.0f}")
+    if r.get("failed"):
+      print(f"{r['clients_per_round']:>7} {r['strategy']:<11} {r['aggregator']:<12} failed "
+            f"(exit {r['returncode']}, limit {r['memory_limit_gib']} GiB)")
+      continue
+    print(f"{r['clients_per_round']:>7} {r['strategy']:<11} {r['aggregator']:<12} "
+          f"{r['median_round_s']:>8.3f} {r['baseline_round_s']:>9.3f} "
+          f"{r['ratio_to_baseline']:>6.3f} {r['examples_per_s']:>11.0f} "
+          f"{r['round_gflops']:>8.1f} {r['flop_fraction']:>9.2f} {r['compile_s']:>10.2f} "
+          f"{r['peak_rss_mib']:>13.0f}")
   if FLAGS.json:
     Path(FLAGS.json).write_text(json.dumps(records, indent=2))
     print(f"\nwrote {FLAGS.json}")

@@ -13,6 +13,8 @@ FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", "configs/default.py", "Experiment config file.",
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for metrics.jsonl, TensorBoard events, config.")
+flags.DEFINE_bool("allow_config_change", False,
+                  "Resume a workdir whose run had a different config.")
 flags.mark_flags_as_required(["workdir"])
 
 
@@ -20,8 +22,9 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   try:
-    train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
-  except (train.ConfigError, ValueError) as e:
+    train.train_and_evaluate(FLAGS.config, FLAGS.workdir,
+                             allow_config_change=FLAGS.allow_config_change)
+  except (train.ConfigError, train.NonFiniteModelError, ValueError) as e:
     raise SystemExit(f"error: {e}") from None
 
 

@@ -9,16 +9,30 @@ import time
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import optax
 from clu import metric_writers
 
 from fedjax_compress import aggregators, learning, models
 from fedjax_compress.data import pipeline
+from experiments.checkpoint import Checkpointer
 from fedjax_compress.data.sources import SOURCE_NAMES as DATASETS, load_federated
+from fedjax_compress.learning import distributed, execution
 
 CLIENT_OPTIMIZERS = ("sgd", "momentum", "adam")
 SERVER_OPTIMIZERS = ("sgd", "momentum", "adam", "yogi")
+
+
+METRICS_FILE = "metrics.jsonl"
+# Per-process facts, not results: they differ between a resumed and an unbroken run.
+DIAGNOSTIC_KEYS = ("round_seconds", "compiles")
+_all_finite = jax.jit(lambda tree: jnp.all(jnp.stack(
+    [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)])))
+
+
+class NonFiniteModelError(RuntimeError):
+  """The global model became NaN/Inf; the last good checkpoint is kept."""
 
 
 class ConfigError(ValueError):
@@ -48,8 +62,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   check(config.client_weighting in learning.fed_avg_lib.WEIGHTINGS, "client_weighting",
         f"valid values are {list(learning.fed_avg_lib.WEIGHTINGS)}")
   for key in ("rounds", "clients_per_round", "batch_size", "epochs", "eval_every",
-              "eval_batch_size", "log_every", "chunk_size"):
+              "eval_batch_size", "log_every", "chunk_size", "keep_checkpoints"):
     check(int(config[key]) >= 1, key, "it must be an integer >= 1")
+  check(config.checkpoint_every >= 0, "checkpoint_every", "it must be >= 0 (0: no checkpoints)")
   for key in ("client_lr", "server_lr", "proximal_mu", "dp_noise_multiplier"):
     check(config[key] >= 0, key, "it must be >= 0")
   check(1 <= config.quantization_bits <= 16, "quantization_bits", "it must be in 1..16")
@@ -87,6 +102,8 @@ def build_process(config, model: models.Model) -> learning.Process:
 def load_data(config):
   kwargs = dict(data_dir=config.data_dir or None, only_digits=config.only_digits,
                 cache_dir=config.cache_dir or None, seed=config.seed)
+  # Partition keys of sources that split data into clients (tfds:NAME).
+  kwargs.update({k: config[k] for k in ("num_clients", "alpha") if k in config})
   return load_federated(config.dataset, "train", **kwargs), load_federated(config.dataset, "test", **kwargs)
 
 
@@ -118,8 +135,14 @@ def _duration(seconds: float) -> str:
   return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> list[dict[str, Any]]:
-  """Runs `config.rounds` rounds; writes metrics.jsonl and TensorBoard events to `workdir`."""
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       allow_config_change: bool = False) -> list[dict[str, Any]]:
+  """Runs `config.rounds` rounds; writes metrics.jsonl, TensorBoard events, checkpoints.
+
+  A workdir with checkpoints resumes after the newest readable one, and the run then
+  writes the same metrics as one that never stopped.
+  """
+  distributed.initialize_from_env()  # multi-process when FEDJAX_COORDINATOR_ADDRESS is set
   validate_config(config)
   for module in filter(None, (m.strip() for m in config.imports.split(","))):
     importlib.import_module(module)
@@ -127,40 +150,101 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> list[
   if config.clients_per_round > len(train.client_ids):
     raise ConfigError(f"config.clients_per_round={config.clients_per_round} exceeds the "
                       f"{len(train.client_ids)} training clients of {train.source}.")
-  model = models.create_model(config.model, train.num_classes)
+  model = models.create_model(config.model, train.num_classes, train.example_shape)
   process = build_process(config, model)
   evaluate = learning.evaluator(model)
   test_batches = pipeline.eval_batches(test, batch_size=config.eval_batch_size)
 
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, "config.json"), "w") as f:
-    f.write(config.to_json_best_effort(indent=2))
+  _prepare_workdir(config, workdir, allow_config_change)
   # TensorBoard only: the console gets the progress line, not every scalar.
   writer = (metric_writers.SummaryWriter(workdir) if jax.process_index() == 0
             else metric_writers.MultiWriter([]))
-  progress = ProgressLine(config.rounds, config.log_every)
   root = jax.random.key(config.seed)
   state = process.init(jax.random.fold_in(root, 0))
-  totals = {"broadcasted_bits": 0, "aggregated_bits": 0, "update_bits": 0}
-  history = []
-  with open(os.path.join(workdir, "metrics.jsonl"), "w") as log:
-    for r in range(1, config.rounds + 1):
+  checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), config.keep_checkpoints)
+  first_round, state, totals, history = _resume(checkpointer, state, workdir)
+  progress = ProgressLine(config.rounds, config.log_every)
+  compiles_before = execution.compile_count()
+  with open(os.path.join(workdir, METRICS_FILE), "a") as log:
+    for r in range(first_round, config.rounds + 1):
       start = time.perf_counter()
       ids = pipeline.sample_clients(train.client_ids, config.clients_per_round,
                                     seed=config.seed, round_num=r)
       batch = pipeline.round_batch(train, ids, batch_size=config.batch_size, epochs=config.epochs,
                                    seed=config.seed, round_num=r, shuffle=config.shuffle)
       state, metrics = process.next(state, batch, jax.random.fold_in(root, r))
+      if not bool(_all_finite(state.params)):
+        raise NonFiniteModelError(
+            f"round {r}: the global model has NaN or Inf values, so the run stops here. The "
+            f"last good checkpoint in {workdir}/checkpoints is intact. Lower the learning "
+            f"rates, or add zeroing/clipping (--config.zeroing=True --config.clipping=True).")
       for name in totals:
         totals[name] += metrics[f"round_{name}"]
       record = {"round": r, **metrics, **totals, "round_seconds": time.perf_counter() - start}
+      record["compiles"] = execution.compile_count() - compiles_before  # this run, cumulative
       if r % config.eval_every == 0 or r == config.rounds:
         record.update({f"eval/{k}": v for k, v in evaluate(state.params, test_batches).items()})
       log.write(json.dumps(record) + "\n")
       log.flush()
+      if config.checkpoint_every and (r % config.checkpoint_every == 0 or r == config.rounds):
+        checkpointer.save(r, state, {"totals": totals})
       writer.write_scalars(r, {k: v for k, v in record.items() if k != "round"})
       progress(record)
       history.append(record)
+  checkpointer.close()
   writer.flush()
   writer.close()
   return history
+
+
+# Keys that may change between the runs of one workdir: they do not change its results.
+RESUMABLE_CHANGES = ("rounds", "log_every", "checkpoint_every", "keep_checkpoints")
+
+
+def _prepare_workdir(config, workdir: str, allow_config_change: bool) -> None:
+  """Creates `workdir`; refuses a workdir whose run had another config, unless allowed."""
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, "config.json")
+  if os.path.exists(path) and not allow_config_change:
+    with open(path) as f:
+      before = json.load(f)
+    now = json.loads(config.to_json_best_effort())
+    changed = sorted(k for k in set(before) | set(now)
+                     if before.get(k) != now.get(k) and k not in RESUMABLE_CHANGES)
+    if changed:
+      raise ConfigError(
+          f"{workdir} holds a run with a different config ({', '.join(f'{k}: {before.get(k)!r} -> {now.get(k)!r}' for k in changed)}). "
+          f"Use another --workdir, or pass --allow_config_change to resume it anyway.")
+  with open(path, "w") as f:
+    f.write(config.to_json_best_effort(indent=2))
+
+
+def _resume(checkpointer: Checkpointer, state, workdir: str):
+  """(first round to run, state, totals, history) from the newest readable checkpoint."""
+  totals = {"broadcasted_bits": 0, "aggregated_bits": 0, "update_bits": 0}
+  restored = checkpointer.restore_latest(state)
+  done = 0
+  if restored is not None:
+    done, state, meta = restored
+    totals = meta["totals"]
+    print(f"Resuming {workdir} after round {done}.", flush=True)
+  history = _truncate_metrics(os.path.join(workdir, METRICS_FILE), done)
+  return done + 1, state, totals, history
+
+
+def _truncate_metrics(path: str, last_round: int) -> list[dict[str, Any]]:
+  """Keeps the records of rounds <= last_round: later ones are recomputed identically."""
+  kept = []
+  if os.path.exists(path):
+    with open(path) as f:
+      for line in f:
+        try:
+          record = json.loads(line)
+        except json.JSONDecodeError:  # a line cut short by a kill
+          break
+        if record["round"] > last_round:
+          break
+        kept.append(record)
+  with open(path, "w") as f:
+    f.writelines(json.dumps(r) + "\n" for r in kept)
+  return kept

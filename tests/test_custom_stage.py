@@ -49,7 +49,7 @@ def test_the_documented_stage_plugs_into_fed_avg(tmp_path, tiny_model, small_dat
 def test_the_documented_stage_plugs_into_a_config_by_name(tmp_path):
   config = default.get_config()
   config.model, config.rounds, config.clients_per_round, config.eval_every = "mlp", 2, 3, 2
-  config.aggregator, config.stages = "encoded_mean", "hadamard,scaled_sign"
+  config.aggregator, config.stages = "encoded_mean", "hadamard,my_sign"
   config.encode_threshold = 0
   config.imports = _write_module(tmp_path)
   history = train.train_and_evaluate(config, str(tmp_path / "run"))

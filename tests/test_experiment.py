@@ -50,7 +50,7 @@ def _small_config(**overrides):
 
 
 def _comparable(records):
-  return [{k: v for k, v in r.items() if k != "round_seconds"} for r in records]
+  return [{k: v for k, v in r.items() if k not in train.DIAGNOSTIC_KEYS} for r in records]
 
 
 def test_same_config_and_seed_give_identical_metrics(tmp_path):

@@ -12,5 +12,14 @@ from fedjax_compress.aggregators.registry import (AGGREGATORS, create_aggregator
                                                   register_stage, stage_names)
 from fedjax_compress.aggregators.robust import QuantileEstimator, clipping, global_norm, zeroing
 from fedjax_compress.aggregators.rotation import hadamard
-from fedjax_compress.aggregators.stages import (Encoded, Stage, chain, flatten, identity,
+from fedjax_compress.aggregators.dither import dithered, dithered_codes
+from fedjax_compress.aggregators.eden_quantize import eden
+from fedjax_compress.aggregators.core import Stream, measured_bits
+from fedjax_compress.aggregators.entropy import entropy_code
+from fedjax_compress.aggregators.lloyd import gaussian_levels, lloyd_max
+from fedjax_compress.aggregators.norm_quantize import qsgd
+from fedjax_compress.aggregators.one_bit import drive, scaled_sign
+from fedjax_compress.aggregators.sparsify import rand_k, top_k
+from fedjax_compress.aggregators.ternary import terngrad
+from fedjax_compress.aggregators.stages import (Encoded, SharedKeys, Stage, chain, flatten, identity,
                                                 stateless)

@@ -40,18 +40,45 @@ def value_bits(dtype) -> int:
   return 1 if dtype == np.bool_ else dtype.itemsize * 8
 
 
+class Stream(NamedTuple):
+  """A variable-length bitstream in a static buffer: only its first `num_bits` are sent."""
+  words: jax.Array  # uint32 [capacity]
+  num_bits: jax.Array  # int32 []: the stream's length, a count rather than payload
+
+
+def _is_stream(node) -> bool:
+  return isinstance(node, Stream)
+
+
 def payload_bits(tree: PyTree) -> int:
-  """The exact size of a payload: every array at its dtype's width.
+  """The size of a payload: every array at its dtype's width, a `Stream` at its capacity.
 
-  Static: only shapes and dtypes are read, so it works on traced values too.
+  Static: only shapes and dtypes are read, so it works on traced values too. Exact for
+  fixed-width payloads, an upper bound where a `Stream` is involved.
   """
-  return sum(int(np.prod(leaf.shape)) * value_bits(leaf.dtype) for leaf in jax.tree.leaves(tree))
+  return sum(int(np.prod(leaf.words.shape)) * 32 if _is_stream(leaf)
+             else int(np.prod(leaf.shape)) * value_bits(leaf.dtype)
+             for leaf in jax.tree.leaves(tree, is_leaf=_is_stream))
 
 
-def per_client_bits(bits: int, num_clients: int) -> jax.Array:
-  if bits >= 2**31:
-    raise ValueError(f"A client payload of {bits} bits exceeds the int32 bit counter.")
-  return jnp.full((num_clients,), bits, jnp.int32)
+def measured_bits(tree: PyTree) -> jax.Array:
+  """The exact size of one client's payload, streams at their true length (int32).
+
+  Traceable; use per client (inside `vmap`). Fixed-width arrays count as `payload_bits`.
+  """
+  total = jnp.zeros((), jnp.int32)
+  for leaf in jax.tree.leaves(tree, is_leaf=_is_stream):
+    total += leaf.num_bits if _is_stream(leaf) else payload_bits(leaf)
+  return total
+
+
+def per_client_bits(bits: int | jax.Array, num_clients: int) -> jax.Array:
+  """Per-client int32 counters from a static count or from measured counts [clients]."""
+  if isinstance(bits, int):
+    if bits >= 2**31:
+      raise ValueError(f"A client payload of {bits} bits exceeds the int32 bit counter.")
+    return jnp.full((num_clients,), bits, jnp.int32)
+  return jnp.broadcast_to(bits.astype(jnp.int32), (num_clients,))
 
 
 def sum_over_clients(x: jax.Array, weights: jax.Array | None = None) -> jax.Array:
@@ -66,7 +93,7 @@ def sum_over_clients(x: jax.Array, weights: jax.Array | None = None) -> jax.Arra
   return (weights.astype(flat.dtype) @ flat).reshape(x.shape[1:])
 
 
-def bit_measurements(num_clients: int, **bits: int) -> Measurements:
+def bit_measurements(num_clients: int, **bits: int | jax.Array) -> Measurements:
   """Per-client counters for `BIT_KEYS`, e.g. `bit_measurements(10, uplink_aux_bits=32)`."""
   unknown = set(bits) - set(BIT_KEYS)
   if unknown:

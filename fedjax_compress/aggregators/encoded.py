@@ -13,10 +13,10 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from fedjax_compress.aggregators.core import (Aggregator, bit_measurements, payload_bits,
-                                              sum_over_clients, with_bits)
-from fedjax_compress.aggregators.stages import (Spec, Stage, chain, decode_parts, identity,
-                                                input_specs)
+from fedjax_compress.aggregators.core import (Aggregator, bit_measurements, measured_bits,
+                                              payload_bits, sum_over_clients, with_bits)
+from fedjax_compress.aggregators.stages import (SharedKeys, Spec, Stage, chain, decode_parts,
+                                                identity, input_specs)
 
 Policy = Callable[[tuple, Spec], Stage | None]
 
@@ -54,35 +54,45 @@ def encoded_sum(stage: Stage | Policy, *, threshold: int = 0,
     num_clients = weights.shape[0]
     client_keys = jax.random.split(jax.random.fold_in(key, 0), num_clients)
     shared_root = jax.random.fold_in(key, 1)
-    totals, new_state, bits = [], [], 0
+    totals, new_state, bits, bound = [], [], jnp.zeros((num_clients,), jnp.int32), 0
     for i, (leaf, stage, leaf_state, spec) in enumerate(
         zip(treedef.flatten_up_to(updates), stages, state, specs)):
       keys = jax.vmap(jax.random.fold_in, (0, None))(client_keys, i)
-      shared_key = jax.random.fold_in(shared_root, i)
-      enc = jax.vmap(stage.encode, (None, 0, 0, None))(leaf_state, leaf, keys, shared_key)
-      bits += payload_bits(jax.tree.map(lambda a: Spec(a.shape[1:], a.dtype), enc))
-      totals.append(_sum_decoded(stage, leaf_state, enc, spec, shared_key,
+      common = jax.random.fold_in(shared_root, i)
+      shared = SharedKeys(common, jax.vmap(jax.random.fold_in, (None, 0))(
+          common, jnp.arange(num_clients)))
+      enc = jax.vmap(stage.encode, (None, 0, 0, SharedKeys(None, 0)))(leaf_state, leaf, keys,
+                                                                      shared)
+      # Exact per client, entropy-coded streams at their measured length.
+      bits = bits + jax.vmap(measured_bits)(enc)
+      bound += payload_bits(jax.tree.map(lambda a: Spec(a.shape[1:], a.dtype), enc))
+      totals.append(_sum_decoded(stage, leaf_state, enc, spec, shared,
                                  sum_before_decode=sum_before_decode))
       new_state.append(stage.update(leaf_state, enc.side) if stage.update else leaf_state)
+    if bound >= 2**31:
+      raise ValueError(f"A client payload of up to {bound} bits exceeds the int32 bit counter.")
     measurements = bit_measurements(num_clients, uplink_bits=bits)
     return treedef.unflatten(totals), tuple(new_state), measurements
 
   return Aggregator(init, apply)
 
 
-def _sum_decoded(stage, states, enc, spec, shared_key, *, sum_before_decode):
+def _sum_decoded(stage, states, enc, spec, shared: SharedKeys, *, sum_before_decode):
   parts = stage.parts
   specs = input_specs(parts, states, spec)
   commuting = 0
   while sum_before_decode and commuting < len(parts) and parts[commuting].commutes_with_sum:
     commuting += 1
   per_client = jax.vmap(
-      lambda values, sides: decode_parts(parts, states, values, sides, specs, shared_key,
-                                         len(parts), commuting))(enc.values, enc.side)
+      lambda values, sides, client: decode_parts(parts, states, values, sides, specs,
+                                                 SharedKeys(shared.common, client), len(parts),
+                                                 commuting))(enc.values, enc.side, shared.client)
   summed = sum_over_clients(per_client)
   # Side information of commuting stages is the same for every client: take the first.
   sides = tuple(jax.tree.map(lambda a: a[0], s) for s in enc.side[:commuting])
-  return decode_parts(parts, states, summed, sides, specs, shared_key, commuting, 0)
+  # Commuting stages use only the common key.
+  once = SharedKeys(shared.common, shared.common)
+  return decode_parts(parts, states, summed, sides, specs, once, commuting, 0)
 
 
 def mean(sum_aggregator: Aggregator | None = None, *, weighted: bool = True) -> Aggregator:

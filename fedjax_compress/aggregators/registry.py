@@ -13,6 +13,8 @@ import ast
 from typing import Any, Callable
 
 from fedjax_compress.aggregators import presets, quantize, rotation, stages
+from fedjax_compress.aggregators import (dither, eden_quantize, entropy, lloyd, norm_quantize,
+                                         one_bit, sparsify, ternary)
 from fedjax_compress.aggregators.core import Aggregator
 from fedjax_compress.aggregators.encoded import encoded_mean, mean, sum as sum_aggregator
 
@@ -23,6 +25,17 @@ _STAGES: dict[str, Callable[..., stages.Stage]] = {
     "uniform_quantize": quantize.uniform_quantize,
     "quantize_codes": quantize.quantize_codes,
     "bitpack": quantize.bitpack,
+    "drive": one_bit.drive,
+    "eden": eden_quantize.eden,
+    "qsgd": norm_quantize.qsgd,
+    "terngrad": ternary.terngrad,
+    "scaled_sign": one_bit.scaled_sign,
+    "top_k": sparsify.top_k,
+    "rand_k": sparsify.rand_k,
+    "dithered": dither.dithered,
+    "dithered_codes": dither.dithered_codes,
+    "lloyd_max": lloyd.lloyd_max,
+    "entropy_code": entropy.entropy_code,
 }
 
 AGGREGATORS = ("mean", "sum", "encoded_mean", "compression", "robust", "dp")

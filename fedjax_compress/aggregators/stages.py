@@ -6,8 +6,11 @@ wire; their bits are `payload_bits` of the arrays themselves.
 
 Randomness: `encode(state, x, key, shared_key)` gets a private per-client `key`
 (stochastic rounding; never sent, the decoder does not need it) and a `shared_key`
-that the server derives from the round key and knows too (a rotation's signs): shared
-randomness costs no bits. `decode` gets only the shared key.
+that the server derives from the round key and knows too (a rotation's signs, a
+dither): shared randomness costs no bits. `decode` gets only the shared key. Inside an
+aggregator, a stage that commutes with summation gets a key common to all clients of
+the round (one rotation, so the server un-rotates the sum once); any other stage gets a
+key of its own client (independent dithers, so client errors average out).
 """
 
 from __future__ import annotations
@@ -23,6 +26,19 @@ Spec = jax.ShapeDtypeStruct
 class Encoded(NamedTuple):
   values: Any
   side: Any = ()
+
+
+class SharedKeys(NamedTuple):
+  """Shared randomness the server can reproduce: per round (`common`) and per client."""
+  common: jax.Array
+  client: jax.Array
+
+
+def shared_key_for(part: "Stage", shared_key, index: int) -> jax.Array:
+  """The shared key of part `index` of a chain: common if it commutes, else per client."""
+  if isinstance(shared_key, SharedKeys):
+    shared_key = shared_key.common if part.commutes_with_sum else shared_key.client
+  return jax.random.fold_in(shared_key, index)
 
 
 class Stage(NamedTuple):
@@ -87,7 +103,7 @@ def chain(*stages: Stage) -> Stage:
   def encode(states, x, key, shared_key):
     sides = []
     for i, (part, state) in enumerate(zip(parts, states)):
-      enc = part.encode(state, x, jax.random.fold_in(key, i), jax.random.fold_in(shared_key, i))
+      enc = part.encode(state, x, jax.random.fold_in(key, i), shared_key_for(part, shared_key, i))
       x = enc.values
       sides.append(enc.side)
     return Encoded(x, tuple(sides))
@@ -115,10 +131,10 @@ def input_specs(parts: Sequence[Stage], states: Sequence[Any], spec: Spec) -> li
 
 
 def decode_parts(parts, states, values, sides, specs, shared_key, hi: int, lo: int):
-  """Decodes through parts hi-1 down to lo; part i's keys are folded with i as in `chain`."""
+  """Decodes through parts hi-1 down to lo, with the keys `chain` gave them."""
   for i in reversed(range(lo, hi)):
     values = parts[i].decode(states[i], Encoded(values, sides[i]), specs[i],
-                             jax.random.fold_in(shared_key, i))
+                             shared_key_for(parts[i], shared_key, i))
   return values
 
 

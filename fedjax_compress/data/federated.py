@@ -19,7 +19,8 @@ class FederatedData:
   """One split of a federated dataset.
 
   Attributes:
-    clients: client id -> (x float32 [n, 28, 28, 1] in [0, 1], y int32 [n]).
+    clients: client id -> (x float32 [n, H, W, C] in [0, 1], y int32 [n]); one
+      shape per dataset, IMAGE_SHAPE = (28, 28, 1) for the EMNIST family.
     num_classes: size of the label space (10 for digits, 62 for all characters).
     source: where the data came from, for error messages and logs.
   """
@@ -38,6 +39,11 @@ class FederatedData:
   def total_examples(self) -> int:
     return sum(len(y) for _, y in self.clients.values())
 
+  @property
+  def example_shape(self) -> tuple[int, ...]:
+    """The shape of one image, e.g. IMAGE_SHAPE (28, 28, 1) or (32, 32, 3) for CIFAR."""
+    return tuple(self.clients[self.client_ids[0]][0].shape[1:])
+
   def only_digits(self) -> "FederatedData":
     """TFF's `only_digits` view: labels < 10, clients left empty are dropped."""
     kept = {}
@@ -48,15 +54,22 @@ class FederatedData:
     return FederatedData(kept, 10, self.source)
 
   def validate(self) -> "FederatedData":
-    """Checks shapes, dtypes, label range and empty clients; returns self."""
+    """Checks shapes, dtypes, label range and empty clients; returns self.
+
+    Every client's images must have the dataset's one shape [H, W, C]
+    (`example_shape`: IMAGE_SHAPE for EMNIST, LEAF and the embedded digits).
+    """
     if not self.clients:
       raise DataError(f"{self.source}: no clients found.")
+    expected = self.example_shape
+    if len(expected) != 3:
+      raise DataError(f"{self.source}: images have shape {expected}, expected [H, W, C].")
     for cid, (x, y) in self.clients.items():
       where = f"{self.source}, client {cid!r}"
       if len(y) == 0:
         raise DataError(f"{where}: the client has no examples; drop it or fix the file.")
-      if x.shape[1:] != IMAGE_SHAPE:
-        raise DataError(f"{where}: images have shape {x.shape[1:]}, expected {IMAGE_SHAPE}.")
+      if x.shape[1:] != expected:
+        raise DataError(f"{where}: images have shape {x.shape[1:]}, expected {expected}.")
       if x.shape[0] != y.shape[0]:
         raise DataError(f"{where}: {x.shape[0]} images but {y.shape[0]} labels.")
       if y.min() < 0 or y.max() >= self.num_classes:

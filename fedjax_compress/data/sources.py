@@ -23,12 +23,16 @@ def load_federated(name: str, split: str, *, data_dir: str | os.PathLike | None 
     sklearn_digits: scikit-learn's digits, offline (`load_embedded_digits`;
       seed and kw: num_clients, alpha, num_test_clients; always 10 classes,
       data_dir and cache_dir unused).
-    tfds:NAME: reserved for TensorFlow Datasets; not implemented yet.
-  `seed` only affects sklearn_digits: the other sources have natural clients.
+    tfds:NAME: a TensorFlow Datasets image classification dataset (mnist,
+      fashion_mnist, emnist/digits, cifar10, ...) from the TFDS data_dir, split
+      into synthetic clients (`load_tfds`; seed and kw: num_clients, alpha
+      (None or 'iid' for IID), num_test_clients, download, invert;
+      only_digits and cache_dir unused: pick the TFDS config, e.g. emnist/digits).
+  `seed` only affects sklearn_digits and tfds: the other sources have natural clients.
   """
   if name.startswith("tfds:"):
-    raise DataError(f"{name!r}: TensorFlow Datasets sources are reserved but not implemented "
-                    f"yet; use one of {', '.join(SOURCE_NAMES)}.")
+    from fedjax_compress.data.tfds_source import load_tfds  # TFDS itself loads lazily.
+    return load_tfds(name, split, data_dir=data_dir, seed=seed, **kw)
   if name == "emnist":
     return load_tff_emnist(split, only_digits=only_digits, data_dir=data_dir,
                            cache_dir=cache_dir, **kw)
@@ -40,4 +44,4 @@ def load_federated(name: str, split: str, *, data_dir: str | os.PathLike | None 
   if name == "sklearn_digits":
     return load_embedded_digits(split, seed=seed, **kw)
   raise DataError(f"unknown dataset {name!r}; valid names: {', '.join(SOURCE_NAMES)} "
-                  "(and tfds:NAME, reserved).")
+                  "(and tfds:NAME, e.g. tfds:mnist, tfds:cifar10).")

@@ -16,9 +16,9 @@ import optax
 
 from fedjax_compress.aggregators import (Aggregator, BIT_KEYS, DOWNLINK_AUX_BITS, UPLINK_AUX_BITS,
                                          UPLINK_BITS, mean, payload_bits)
-from fedjax_compress.aggregators.core import check_accounting
+from fedjax_compress.aggregators.core import bit_measurements, check_accounting
 from fedjax_compress.data.pipeline import RoundBatch
-from fedjax_compress.learning import execution
+from fedjax_compress.learning import execution, sharding
 from fedjax_compress.learning.client import ClientOutput, gradient, local_sgd
 from fedjax_compress.models import Model
 
@@ -59,11 +59,13 @@ def fed_avg(model: Model, client_optimizer: optax.GradientTransformation,
     model: the model to train.
     client_optimizer: local optimizer (ignored with `fed_sgd`).
     server_optimizer: applied to `-aggregate` as a gradient.
-    aggregator: combines client deltas; default: weighted float32 mean.
+    aggregator: combines client deltas; default: weighted float32 mean, which the
+      `sequential` and `chunked` strategies compute from running sums (memory grows
+      with the chunk, not the cohort). Other aggregators take all deltas stacked.
     client_weighting: "num_examples" (examples trained on) or "uniform".
     proximal_mu: FedProx's proximal coefficient.
     fed_sgd: clients send their full-batch gradient instead of training.
-    strategy: "auto", "vmap", "chunked" or "sequential" (see `execution`).
+    strategy: "auto", "vmap", "chunked", "sequential" or "sharded" (see `execution`).
     chunk_size: clients per chunk for "chunked".
     bit_accounting: "exact" counts the arrays our clients send; "tff" counts the
       training metrics as TFF's Keras metrics (build the aggregator with the same mode).
@@ -72,10 +74,14 @@ def fed_avg(model: Model, client_optimizer: optax.GradientTransformation,
     raise ValueError(f"client_weighting={client_weighting!r}; valid: {WEIGHTINGS}.")
   if proximal_mu < 0:
     raise ValueError(f"proximal_mu={proximal_mu} must be >= 0.")
+  # The default mean is streamed under split strategies: clients are summed as they
+  # finish, so memory grows with the chunk, not the cohort (same numbers and bits).
+  default_mean = aggregator is None
   aggregator = aggregator or mean()
   trainer = gradient(model) if fed_sgd else local_sgd(model, client_optimizer,
                                                       proximal_mu=proximal_mu)
   strategy = execution.resolve(strategy)
+  streamed = default_mean and strategy in ("sequential", "chunked")
   check_accounting(bit_accounting)
 
   template = jax.eval_shape(model.init, jax.random.key(0))
@@ -88,28 +94,38 @@ def fed_avg(model: Model, client_optimizer: optax.GradientTransformation,
     return ServerState(params, server_optimizer.init(params), aggregator.init(params),
                        jnp.zeros((), jnp.int32))
 
-  def server_update(state, outputs: ClientOutput, key):
-    weights = (outputs.num_examples if client_weighting == "num_examples"
-               else jnp.ones_like(outputs.num_examples))
-    aggregate, agg_state, measurements = aggregator.apply(state.aggregator_state, outputs.delta,
-                                                          weights, key)
+  def apply_aggregate(state, aggregate, agg_state, measurements, metric_sums):
     pseudo_gradient = jax.tree.map(jnp.negative, aggregate)
     updates, opt_state = server_optimizer.update(pseudo_gradient, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    sums = jax.tree.map(jnp.sum, outputs.metrics)
     metrics = {
-        "train/loss": sums["loss_sum"] / jnp.maximum(sums["count"], 1.0),
-        "train/accuracy": sums["correct"] / jnp.maximum(sums["count"], 1.0),
-        "train/num_examples": sums["count"],
-        "train/num_batches": sums["num_batches"],
+        "train/loss": metric_sums["loss_sum"] / jnp.maximum(metric_sums["count"], 1.0),
+        "train/accuracy": metric_sums["correct"] / jnp.maximum(metric_sums["count"], 1.0),
+        "train/num_examples": metric_sums["count"],
+        "train/num_batches": metric_sums["num_batches"],
         **measurements,
     }
     return ServerState(params, opt_state, agg_state, state.round + 1), metrics
+
+  def server_update(state, outputs: ClientOutput, key):
+    weights = execution.client_weights(outputs, client_weighting == "uniform")
+    aggregate, agg_state, measurements = aggregator.apply(state.aggregator_state, outputs.delta,
+                                                          weights, key)
+    return apply_aggregate(state, aggregate, agg_state, measurements,
+                           jax.tree.map(jnp.sum, outputs.metrics))
+
+  def streamed_update(state, sums: execution.ClientSums, num_clients):
+    """The default weighted float32 mean from running sums: what `mean()` computes."""
+    safe = jnp.where(sums.weight > 0, sums.weight, 1.0)
+    aggregate = jax.tree.map(lambda t: t / safe, sums.weighted_delta)
+    measurements = bit_measurements(num_clients, uplink_bits=model_bits, uplink_aux_bits=32)
+    return apply_aggregate(state, aggregate, state.aggregator_state, measurements, sums.metrics)
 
   def split_keys(key, num_clients):
     client_root, server_key = jax.random.split(key)
     return jax.random.split(client_root, num_clients), server_key
 
+  process_init = init
   if strategy == "vmap":
     @jax.jit
     def whole_round(state, x, y, mask, key):
@@ -119,6 +135,20 @@ def fed_avg(model: Model, client_optimizer: optax.GradientTransformation,
 
     def run_round(state, batch, key):
       return whole_round(state, batch.x, batch.y, batch.mask, key)
+  elif strategy == "sharded":
+    mesh = sharding.client_mesh()
+    run_round = sharding.sharded_round(trainer, server_update, split_keys, mesh)
+    # The state lives replicated on the mesh, readable in every process.
+    process_init = lambda key: sharding.replicate(init(key), mesh)
+  elif streamed:
+    runner = execution.client_runner(trainer, strategy, chunk_size, client_weighting)
+    finish = jax.jit(streamed_update, static_argnums=2)
+    keys_for = jax.jit(split_keys, static_argnums=1)
+
+    def run_round(state, batch, key):
+      client_keys, _ = keys_for(key, batch.num_clients)
+      sums = runner(state.params, batch.x, batch.y, batch.mask, client_keys)
+      return finish(state, sums, batch.num_clients)
   else:
     runner = execution.client_runner(trainer, strategy, chunk_size)
     finish = jax.jit(server_update)
@@ -143,4 +173,4 @@ def fed_avg(model: Model, client_optimizer: optax.GradientTransformation,
     out["round_broadcasted_bits"] = model_bits * clients + bits[DOWNLINK_AUX_BITS]
     return state, out
 
-  return Process(init, next_round, strategy)
+  return Process(process_init, next_round, strategy)

@@ -34,9 +34,9 @@ def test_unknown_name_lists_valid_names():
     load_federated("mnist", "train")
 
 
-def test_tfds_is_reserved():
-  with pytest.raises(DataError, match="reserved but not implemented"):
-    load_federated("tfds:emnist", "train")
+def test_tfds_without_prepared_data_says_how(tmp_path):
+  with pytest.raises(DataError, match="download_and_prepare"):
+    load_federated("tfds:mnist", "train", data_dir=tmp_path)
 
 
 def test_emnist_default_is_offline_safe_in_tests(tmp_path):

@@ -1,0 +1,47 @@
+"""Checkpoints of a run: the server state and the run's totals, saved atomically.
+
+Client sampling, shuffling and every PRNG key are pure functions of (seed, round), so
+the round number and the server state (model, optimizer, aggregator and stage states)
+are all a run needs to go on exactly as if it had never stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import orbax.checkpoint as ocp
+
+
+class Checkpointer:
+  """Saves every round it is given; keeps the newest `keep`; restores the newest readable."""
+
+  def __init__(self, directory: str | Path, keep: int):
+    self._manager = ocp.CheckpointManager(
+        Path(directory).absolute(),
+        # Synchronous saves: a round is not reported done before its checkpoint is.
+        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+                                             enable_async_checkpointing=False))
+
+  def save(self, round_num: int, state: Any, meta: dict[str, Any]) -> None:
+    self._manager.save(round_num, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
+
+  def restore_latest(self, like: Any) -> tuple[int, Any, dict[str, Any]] | None:
+    """The newest checkpoint that restores, as (round, state, meta); None if there is none.
+
+    An unreadable checkpoint (partial, corrupt) is skipped with a warning.
+    """
+    for step in sorted(self._manager.all_steps(), reverse=True):
+      try:
+        restored = self._manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(like), meta=ocp.args.JsonRestore()))
+        return step, restored.state, restored.meta
+      except Exception as e:  # pylint: disable=broad-except
+        logging.warning("Checkpoint of round %d in %s is unreadable (%s: %s); trying the "
+                        "previous one.", step, self._manager.directory, type(e).__name__, e)
+    return None
+
+  def close(self) -> None:
+    self._manager.close()

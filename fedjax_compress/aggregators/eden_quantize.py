@@ -1,0 +1,53 @@
+"""EDEN (Vargaftik et al., 2022): b bits per coordinate after a random rotation.
+
+The client rotates x, scales Rx to unit variance (z = Rx * sqrt(n) / ||x||), rounds
+each value to the nearest Lloyd-Max level of N(0, 1) for b bits (the rotated
+coordinates are close to Gaussian) and sends the codes and one float32 scale
+S = ||x||^2 / <Rx, q(z)>; the server decodes R^T (S * q(z)). The scale makes the
+estimate unbiased; its vNMSE is D / (1 - D), D being the Gaussian Lloyd-Max
+distortion: 0.571, 0.133, 0.0096 at b = 1, 2, 4. At b = 1 this is DRIVE.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax.numpy as jnp
+
+from fedjax_compress.aggregators.lloyd import gaussian_levels, nearest_level
+from fedjax_compress.aggregators.quantize import _code_dtype, bitpack
+from fedjax_compress.aggregators.rotation import hadamard
+from fedjax_compress.aggregators.stages import Encoded, Stage, chain, stateless
+
+
+def eden_codes(bits: int) -> Stage:
+  """Codes of an (already rotated) vector on the Gaussian Lloyd-Max levels, and S as side.
+
+  Follow with `bitpack(bits)`; `eden(bits)` is the whole chain.
+  """
+  levels = jnp.asarray(gaussian_levels(bits), jnp.float32)
+
+  def encode(y, key, shared_key):
+    y = y.reshape(-1).astype(jnp.float32)
+    norm_sq = jnp.sum(y * y)
+    norm = jnp.sqrt(norm_sq)
+    z = y * (math.sqrt(y.size) / jnp.where(norm > 0, norm, 1.0))
+    codes = nearest_level(z, levels)
+    inner = jnp.dot(y, levels[codes])
+    # <y, q(z)> > 0 unless y == 0 (every value's level has its sign); then S = 0.
+    scale = jnp.where(inner > 0, norm_sq / jnp.where(inner > 0, inner, 1.0), 0.0)
+    return Encoded(codes.astype(_code_dtype(bits)), scale)
+
+  def decode(enc, spec, shared_key):
+    q = levels[enc.values.astype(jnp.int32)]
+    return (enc.side * q).reshape(spec.shape).astype(spec.dtype)
+
+  return stateless(encode, decode)
+
+
+def eden(bits: int = 2) -> Stage:
+  """Randomized Hadamard rotation, then `bits` bits per rotated coordinate plus one float32.
+
+  Bits: ceil(n * bits / 32) * 32 + 32, n being the size padded to a power of two.
+  """
+  return chain(hadamard(), eden_codes(bits), bitpack(bits))

@@ -1,0 +1,95 @@
+"""Sparsification: send k of a tensor's d values.
+
+`top_k` sends the k largest magnitudes (float32) and their indices, packed at
+ceil(log2 d) bits each: it is biased. `rand_k` takes k indices drawn from the shared key,
+which the server draws too, so they cost nothing; scaled by d / k it is unbiased, with
+variance (d / k - 1) x_i^2 per value, and linear: the server sums before decoding.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+from fedjax_compress.aggregators.quantize import bitpack
+from fedjax_compress.aggregators.stages import Encoded, Spec, Stage, stateless
+
+
+def num_kept(d: int, k: int | None, fraction: float | None) -> int:
+  """k itself, or round(fraction * d), kept within 1..d."""
+  if (k is None) == (fraction is None):
+    raise ValueError("Give exactly one of k and fraction.")
+  kept = k if k is not None else round(fraction * d)
+  return min(max(int(kept), 1), d)
+
+
+def index_bits(d: int) -> int:
+  return max(1, math.ceil(math.log2(d)))
+
+
+def _chunks(width):
+  # bitpack takes up to 16 bits a code: wider indices go as a 16-bit and a rest part.
+  return [(lo, min(16, width - lo)) for lo in range(0, width, 16)]
+
+
+def pack_indices(idx: jax.Array, width: int) -> tuple[jax.Array, ...]:
+  """Indices < 2^width as dense uint32 words, `width` bits each (one array per 16 bits)."""
+  idx = idx.astype(jnp.uint32)
+  return tuple(bitpack(w).encode((), (idx >> lo) & (2**w - 1), None, None).values
+               for lo, w in _chunks(width))
+
+
+def unpack_indices(words: tuple[jax.Array, ...], k: int, width: int) -> jax.Array:
+  idx = jnp.zeros((k,), jnp.uint32)
+  for part, (lo, w) in zip(words, _chunks(width)):
+    idx |= bitpack(w).decode((), Encoded(part), Spec((k,), jnp.uint32), None) << lo
+  return idx.astype(jnp.int32)
+
+
+def top_k(k: int | None = None, *, fraction: float | None = None) -> Stage:
+  """The k largest |x| as float32 values, their indices packed as side information.
+
+  Bits: 32 k + ceil(k * w / 32) * 32, w = ceil(log2 d) (w > 16: two packed arrays).
+  """
+  num_kept(1, k, fraction)  # validates the arguments
+
+  def encode(x, key, shared_key):
+    x = x.reshape(-1).astype(jnp.float32)
+    kept = num_kept(x.size, k, fraction)
+    _, idx = jax.lax.top_k(jnp.abs(x), kept)
+    return Encoded(x[idx], pack_indices(idx, index_bits(x.size)))
+
+  def decode(enc, spec, shared_key):
+    d = math.prod(spec.shape)
+    idx = unpack_indices(enc.side, enc.values.shape[0], index_bits(d))
+    x = jnp.zeros((d,), jnp.float32).at[idx].set(enc.values.astype(jnp.float32))
+    return x.reshape(spec.shape).astype(spec.dtype)
+
+  return stateless(encode, decode)
+
+
+def _random_indices(shared_key, d, kept):
+  return jax.random.permutation(shared_key, d)[:kept]
+
+
+def rand_k(k: int | None = None, *, fraction: float | None = None) -> Stage:
+  """k values at indices drawn from the shared key (free), decoded times d / k (unbiased).
+
+  Bits: 32 k. Every client of a round keeps the same indices.
+  """
+  num_kept(1, k, fraction)
+
+  def encode(x, key, shared_key):
+    x = x.reshape(-1).astype(jnp.float32)
+    return Encoded(x[_random_indices(shared_key, x.size, num_kept(x.size, k, fraction))])
+
+  def decode(enc, spec, shared_key):
+    d = math.prod(spec.shape)
+    kept = enc.values.shape[0]
+    idx = _random_indices(shared_key, d, kept)
+    x = jnp.zeros((d,), jnp.float32).at[idx].set(enc.values.astype(jnp.float32) * (d / kept))
+    return x.reshape(spec.shape).astype(spec.dtype)
+
+  return stateless(encode, decode, commutes_with_sum=True)

@@ -1,0 +1,34 @@
+"""TernGrad (Wen et al., 2017): stochastic ternary values {-1, 0, 1} * max|x|.
+
+Each value leaves as sign(x) * b, b ~ Bernoulli(|x| / max|x|), in 2 bits, with max|x|
+as one float32. Unbiased; the variance of a coordinate is |x| (max|x| - |x|).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from fedjax_compress.aggregators.quantize import bitpack
+from fedjax_compress.aggregators.stages import Encoded, Stage, chain, stateless
+
+
+def ternary_codes() -> Stage:
+  """Codes 0, 1, 2 for -1, 0, +1 (uint8) and max|x| as side. Follow with `bitpack(2)`."""
+
+  def encode(x, key, shared_key):
+    x = x.reshape(-1).astype(jnp.float32)
+    scale = jnp.max(jnp.abs(x))
+    keep = jax.random.uniform(key, x.shape) * scale < jnp.abs(x)
+    return Encoded((1 + jnp.sign(x) * keep).astype(jnp.uint8), scale)
+
+  def decode(enc, spec, shared_key):
+    t = enc.values.astype(jnp.float32) - 1.0
+    return (enc.side * t).reshape(spec.shape).astype(spec.dtype)
+
+  return stateless(encode, decode)
+
+
+def terngrad() -> Stage:
+  """Stochastic ternary quantization: 2 bits per value plus one float32."""
+  return chain(ternary_codes(), bitpack(2))

@@ -1,0 +1,101 @@
+"""Nothing lost: checkpoints, resume after SIGKILL, corrupt checkpoints, non-finite stops."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from configs import default
+from experiments import train
+
+ROOT = Path(__file__).resolve().parent.parent
+ROUNDS = 8
+
+
+def _config(**overrides):
+  config = default.get_config()
+  config.model, config.rounds, config.clients_per_round, config.eval_every = "mlp", ROUNDS, 4, 3
+  config.checkpoint_every, config.keep_checkpoints = 1, 3
+  for key, value in overrides.items():
+    config[key] = value
+  return config
+
+
+def _flags(config):
+  return [f"--config.{k}={config[k]}" for k in ("model", "rounds", "clients_per_round",
+                                               "eval_every", "checkpoint_every",
+                                               "keep_checkpoints")]
+
+
+def _metrics(workdir):
+  lines = (Path(workdir) / "metrics.jsonl").read_text().splitlines()
+  return [{k: v for k, v in json.loads(l).items() if k not in train.DIAGNOSTIC_KEYS}
+          for l in lines]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("reference")
+  train.train_and_evaluate(_config(), str(workdir))
+  return _metrics(workdir)
+
+
+def test_a_run_killed_at_a_random_moment_resumes_to_identical_metrics(tmp_path, reference):
+  rng = random.Random(int(time.time()))  # a different moment each run; the claim holds for all
+  kill_after_rounds = rng.randint(2, ROUNDS - 2)
+  command = [sys.executable, "-m", "experiments.main", "--config=configs/default.py",
+             f"--workdir={tmp_path}", *_flags(_config())]
+  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+  process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+  metrics = tmp_path / "metrics.jsonl"
+  deadline = time.time() + 300
+  while time.time() < deadline and process.poll() is None:
+    if metrics.exists() and len(metrics.read_text().splitlines()) >= kill_after_rounds:
+      time.sleep(rng.uniform(0.0, 0.5))  # somewhere inside the next round or checkpoint
+      break
+    time.sleep(0.05)
+  process.send_signal(signal.SIGKILL)
+  process.wait(timeout=60)
+  assert len(_metrics(tmp_path)) < ROUNDS, "the run finished before it could be killed"
+  result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert "Resuming" in result.stdout
+  assert _metrics(tmp_path) == reference
+
+
+def test_a_corrupt_newest_checkpoint_falls_back_to_the_previous(tmp_path, reference, caplog):
+  train.train_and_evaluate(_config(), str(tmp_path))
+  newest = tmp_path / "checkpoints" / str(ROUNDS)
+  for f in newest.rglob("*"):
+    if f.is_file():
+      f.write_bytes(b"\0garbage")
+  history = train.train_and_evaluate(_config(), str(tmp_path))
+  assert "unreadable" in caplog.text
+  assert [r["round"] for r in history][-1] == ROUNDS
+  assert _metrics(tmp_path) == reference
+
+
+def test_a_non_finite_model_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
+  train.train_and_evaluate(_config(rounds=2), str(tmp_path))
+  exploding = _config(rounds=4, client_lr=1e30, server_lr=1e30)
+  with pytest.raises(train.NonFiniteModelError, match="round 3: the global model has NaN"):
+    train.train_and_evaluate(exploding, str(tmp_path), allow_config_change=True)
+  # The good checkpoint of round 2 is still there and resumes.
+  history = train.train_and_evaluate(_config(rounds=3), str(tmp_path), allow_config_change=True)
+  assert [r["round"] for r in history] == [1, 2, 3]
+
+
+def test_a_workdir_with_another_config_refuses_to_resume(tmp_path):
+  train.train_and_evaluate(_config(rounds=1), str(tmp_path))
+  with pytest.raises(train.ConfigError, match="client_lr: 0.1 -> 0.5"):
+    train.train_and_evaluate(_config(rounds=2, client_lr=0.5), str(tmp_path))
+  # More rounds is not a different run: it resumes.
+  history = train.train_and_evaluate(_config(rounds=2), str(tmp_path))
+  assert [r["round"] for r in history] == [1, 2]
