@@ -46,7 +46,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.bit_accounting = "exact"  # or "tff"
   config.imports = ""  # comma-separated modules to import first (custom stages)
   # Execution, evaluation, logging.
-  config.strategy = "auto"  # "auto", "sequential", "vmap", "chunked"
+  config.strategy = "auto"  # "auto", "sequential", "vmap", "chunked", "sharded"
   config.chunk_size = 8
   config.eval_every = 5
   config.eval_batch_size = 500

@@ -143,9 +143,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   writes the same metrics as one that never stopped.
   """
   distributed.initialize_from_env()  # multi-process when FEDJAX_COORDINATOR_ADDRESS is set
-  validate_config(config)
   for module in filter(None, (m.strip() for m in config.imports.split(","))):
-    importlib.import_module(module)
+    try:
+      importlib.import_module(module)
+    except ImportError as e:
+      raise ConfigError(f"config.imports: cannot import {module!r} ({e}); put it on "
+                        f"PYTHONPATH or fix the name.") from e
+  validate_config(config)
+  try:  # Stage names and arguments are checked before any data is read.
+    build_aggregator(config)
+  except ValueError as e:
+    raise ConfigError(f"config.aggregator / config.stages: {e}") from e
   train, test = load_data(config)
   if config.clients_per_round > len(train.client_ids):
     raise ConfigError(f"config.clients_per_round={config.clients_per_round} exceeds the "

@@ -10,6 +10,7 @@ import fedjax_compress
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+  """Prints the version for `python -m fedjax_compress --version`."""
   parser = argparse.ArgumentParser(
       prog="python -m fedjax_compress",
       description="fedjax_compress: communication-efficient federated learning in JAX/Flax.",

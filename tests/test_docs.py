@@ -19,3 +19,15 @@ def test_readme_python_block_runs(index):
   exec(compile(BLOCKS[index], f"README.md python block {index}", "exec"), namespace)
   if "metrics" in namespace:
     assert namespace["metrics"]["round_aggregated_bits"] > 0
+
+
+def test_every_public_function_and_class_has_a_docstring():
+  import ast
+  package = README.parent / "fedjax_compress"
+  missing = []
+  for path in sorted(package.rglob("*.py")):
+    for node in ast.parse(path.read_text()).body:
+      if (isinstance(node, (ast.FunctionDef, ast.ClassDef)) and not node.name.startswith("_")
+          and not ast.get_docstring(node)):
+        missing.append(f"{path.relative_to(README.parent)}:{node.lineno} {node.name}")
+  assert not missing, "public names without a docstring:\n" + "\n".join(missing)

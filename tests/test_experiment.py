@@ -82,6 +82,22 @@ def test_bad_config_values_name_the_key_and_the_valid_range(key, value, message)
     train.validate_config(config)
 
 
+@pytest.mark.parametrize("stages,message", [
+    ("hadamard,nope", "Unknown stage 'nope'.*valid names"),
+    ("uniform_quantize(bits=17)", "bits=17 is out of range: quantization supports 1..16"),
+])
+def test_bad_stages_fail_before_any_data_is_read(tmp_path, monkeypatch, stages, message):
+  monkeypatch.setattr(train, "load_data", lambda config: pytest.fail("data was read"))
+  config = _small_config(aggregator="encoded_mean", stages=stages)
+  with pytest.raises(train.ConfigError, match=message):
+    train.train_and_evaluate(config, str(tmp_path))
+
+
+def test_an_unimportable_module_is_a_config_error(tmp_path):
+  with pytest.raises(train.ConfigError, match="cannot import 'no_such_module'"):
+    train.train_and_evaluate(_small_config(imports="no_such_module"), str(tmp_path))
+
+
 def test_too_many_clients_per_round_is_a_clear_error(tmp_path):
   with pytest.raises(train.ConfigError, match="exceeds the 50 training clients"):
     train.train_and_evaluate(_small_config(clients_per_round=51), str(tmp_path))

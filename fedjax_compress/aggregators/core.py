@@ -108,6 +108,7 @@ def with_bits(measurements: Measurements, num_clients: int, **bits: int) -> Meas
 
 
 def check_accounting(accounting: str) -> str:
+  """Returns `accounting` if it is a valid bit accounting mode, else raises."""
   if accounting not in ACCOUNTINGS:
     raise ValueError(f"bit_accounting={accounting!r}; valid: {ACCOUNTINGS}.")
   return accounting

@@ -159,16 +159,19 @@ def _decode_body(body, n, lengths):
 
 
 def to_words(stream: np.ndarray, num_words: int) -> np.ndarray:
+  """Packs a bit array into uint32 words, bit i at bit i % 32 of word i // 32."""
   padded = np.zeros(num_words * 32, np.uint8)
   padded[:stream.size] = stream
   return np.packbits(padded, bitorder="little").view("<u4").astype(np.uint32)
 
 
 def from_words(words: np.ndarray) -> np.ndarray:
+  """Unpacks uint32 words into their bits, inverse of `to_words`."""
   return np.unpackbits(np.asarray(words, "<u4").view(np.uint8), bitorder="little")
 
 
 def capacity_words(n: int, bits: int) -> int:
+  """Words of the static buffer that holds any stream of n codes of `bits` bits."""
   return math.ceil((1 + n * bits) / 32)
 
 

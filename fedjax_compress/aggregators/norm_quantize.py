@@ -19,6 +19,7 @@ from fedjax_compress.aggregators.stages import Encoded, Stage, chain, stateless
 
 
 def level_bits(levels: int) -> int:
+  """Bits of a level code for `levels` levels: ceil(log2(levels + 1))."""
   return max(1, math.ceil(math.log2(levels + 1)))
 
 

@@ -49,6 +49,7 @@ def register_stage(name: str, factory: Callable[..., stages.Stage]) -> None:
 
 
 def stage_names() -> list[str]:
+  """Names usable in `config.stages`, built-in and registered."""
   return sorted(_STAGES)
 
 

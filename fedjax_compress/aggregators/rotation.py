@@ -29,6 +29,7 @@ def fwht(x: jax.Array) -> jax.Array:
 
 
 def padded_size(n: int) -> int:
+  """The smallest power of two >= n: the length of a rotated vector."""
   return 1 << max(n - 1, 0).bit_length()
 
 

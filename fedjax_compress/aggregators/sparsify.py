@@ -26,6 +26,7 @@ def num_kept(d: int, k: int | None, fraction: float | None) -> int:
 
 
 def index_bits(d: int) -> int:
+  """Bits of one index into d coordinates: ceil(log2 d), at least 1."""
   return max(1, math.ceil(math.log2(d)))
 
 
@@ -42,6 +43,7 @@ def pack_indices(idx: jax.Array, width: int) -> tuple[jax.Array, ...]:
 
 
 def unpack_indices(words: tuple[jax.Array, ...], k: int, width: int) -> jax.Array:
+  """Indices from their packed form, inverse of the packing in `top_k`."""
   idx = jnp.zeros((k,), jnp.uint32)
   for part, (lo, w) in zip(words, _chunks(width)):
     idx |= bitpack(w).decode((), Encoded(part), Spec((k,), jnp.uint32), None) << lo

@@ -24,6 +24,7 @@ Spec = jax.ShapeDtypeStruct
 
 
 class Encoded(NamedTuple):
+  """A stage's output: `values` for the next stage, `side` information sent alongside."""
   values: Any
   side: Any = ()
 
@@ -84,6 +85,7 @@ def flatten() -> Stage:
 
 
 def parts_of(stage: Stage) -> tuple[Stage, ...]:
+  """The stages of a chain, or the stage itself."""
   return stage.parts or (stage,)
 
 

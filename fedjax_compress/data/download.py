@@ -35,6 +35,7 @@ def resolve_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
 
 
 def sha256_file(path: Path) -> str:
+  """The sha256 hex digest of a file, read in chunks."""
   h = hashlib.sha256()
   with open(path, "rb") as f:
     while chunk := f.read(_CHUNK):
@@ -43,6 +44,7 @@ def sha256_file(path: Path) -> str:
 
 
 def sidecar(path: Path) -> Path:
+  """The path of the `.sha256` record kept next to a cached file."""
   return path.with_name(path.name + ".sha256")
 
 

@@ -52,6 +52,7 @@ def sample_clients(client_ids: Sequence[str], num_clients: int, *, seed: int,
 
 
 def num_batches(num_examples: int, *, batch_size: int, epochs: int) -> int:
+  """Batches of a client with `num_examples` examples: ceil(n * epochs / batch_size)."""
   return math.ceil(num_examples * epochs / batch_size)
 
 

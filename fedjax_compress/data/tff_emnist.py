@@ -84,10 +84,12 @@ def load_tff_emnist(split: str, *, only_digits: bool = True,
 
 
 def sql_split_name(split: str, only_digits: bool) -> str:
+  """The SQLite split name, e.g. 'digits_only_train'."""
   return f"{'digits_only' if only_digits else 'all'}_{split}"
 
 
 def h5_name(split: str, only_digits: bool) -> str:
+  """The legacy h5 file name, e.g. 'fed_emnist_digitsonly_train.h5'."""
   return f"fed_emnist{'_digitsonly' if only_digits else ''}_{split}.h5"
 
 

@@ -7,9 +7,9 @@
   round one jitted program with collective sums (see `sharding`). The strategy for
   several devices and for multi-process runs.
 - `sequential`: a Python loop over clients and their non-empty batches, each step one
-  jitted call. On XLA:CPU this is the fastest: convolutions inside `lax.scan` ran about
-  12x slower per step and a `vmap` over 10 clients about 5.7x slower per client-step
-  than this loop (benchmarks/RESULTS.md).
+  jitted call. On XLA:CPU this is the fastest: convolutions inside `lax.scan` ran 9-12x
+  slower per step and a `vmap` over 10 clients 5.3-5.7x slower per client-step than this
+  loop (benchmarks/RESULTS.md, `python -m benchmarks.step_forms`).
 
 Memory. `sequential` and `chunked` stream `fed_avg`'s default aggregator (the weighted
 float32 mean): each client or chunk is added to running `ClientSums` as it finishes, so
@@ -99,6 +99,7 @@ class ClientSums(NamedTuple):
 
 
 def client_weights(outputs: ClientOutput, uniform: bool) -> jax.Array:
+  """The clients' aggregation weights: examples trained on, or 1 each."""
   return jnp.ones_like(outputs.num_examples) if uniform else outputs.num_examples
 
 

@@ -29,6 +29,7 @@ TFF_METRIC_BITS = 4 * 32 + 2 * 64
 
 
 class ServerState(NamedTuple):
+  """The server's state: model, optimizer and aggregator states, and the round."""
   params: Any
   opt_state: Any
   aggregator_state: Any

@@ -71,6 +71,7 @@ def _from_nnx(factory, input_shape, num_classes):
 
 
 def num_parameters(params: Params) -> int:
+  """The number of scalars in a parameter pytree."""
   return sum(int(p.size) for p in jax.tree.leaves(params))
 
 

@@ -70,4 +70,5 @@ def create_model(name: str, num_classes: int,
 
 
 def model_names() -> list[str]:
+  """Names accepted by `create_model`."""
   return sorted(_MODULES)
