@@ -9,7 +9,7 @@ import pytest
 import scipy.linalg
 
 from fedjax_compress import aggregators as agg
-from fedjax_compress.aggregators import rotation, stages
+from fedjax_compress.aggregators import rotation
 
 KEY = jax.random.key(0)
 

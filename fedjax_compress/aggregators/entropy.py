@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fedjax_compress.aggregators.core import Stream, measured_bits  # pylint: disable=unused-import
+from fedjax_compress.aggregators.core import Stream
 from fedjax_compress.aggregators.quantize import _check_bits
 from fedjax_compress.aggregators.stages import Encoded, Stage, stateless
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
-import jax.numpy as jnp
 
 Spec = jax.ShapeDtypeStruct
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from flax import linen as nn
-import jax.numpy as jnp
 
 from fedjax_compress.models.model import Model, from_flax
 

@@ -1,6 +1,5 @@
 """LEAF FEMNIST JSON: generated files (json and json.gz), bad files, and the real samples."""
 
-import json
 import os
 from pathlib import Path
 
