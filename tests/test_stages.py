@@ -123,3 +123,14 @@ def test_aligned_packing_lays_bits_out_as_one_stream(bits):
   stream += "0" * (-len(stream) % 32)
   expected = [int(stream[i:i + 32][::-1], 2) for i in range(0, len(stream), 32)]
   np.testing.assert_array_equal(np.asarray(enc.values), np.asarray(expected, np.uint32))
+
+
+@pytest.mark.parametrize("n,block", [(1000, 256), (4096, 4096), (70_000, 2**14)])
+def test_blockwise_rotation_is_orthogonal_and_pads_to_a_block_multiple(n, block):
+  x = jnp.asarray(np.random.default_rng(n).normal(size=n), jnp.float32)
+  enc, decoded = _round_trip(agg.hadamard(block_size=block), x)
+  assert enc.values.shape == (-(-n // block) * block,)
+  np.testing.assert_allclose(jnp.linalg.norm(enc.values), jnp.linalg.norm(x), rtol=1e-5)
+  np.testing.assert_allclose(decoded, x, atol=1e-5)
+  with pytest.raises(ValueError, match="power of two"):
+    agg.hadamard(block_size=100)

@@ -45,9 +45,10 @@ def eden_codes(bits: int) -> Stage:
   return stateless(encode, decode)
 
 
-def eden(bits: int = 2) -> Stage:
+def eden(bits: int = 2, *, block_size: int | None = None) -> Stage:
   """Randomized Hadamard rotation, then `bits` bits per rotated coordinate plus one float32.
 
-  Bits: ceil(n * bits / 32) * 32 + 32, n being the size padded to a power of two.
+  Bits: ceil(n * bits / 32) * 32 + 32, n being the size padded to a power of two (or to
+  a multiple of `block_size`, see `hadamard`).
   """
-  return chain(hadamard(), eden_codes(bits), bitpack(bits))
+  return chain(hadamard(block_size), eden_codes(bits), bitpack(bits))

@@ -37,12 +37,13 @@ def drive_signs(*, unbiased: bool = True) -> Stage:
   return stateless(encode, decode)
 
 
-def drive(*, unbiased: bool = True) -> Stage:
+def drive(*, unbiased: bool = True, block_size: int | None = None) -> Stage:
   """Randomized Hadamard rotation, then one bit per rotated coordinate plus one float32.
 
-  Bits: ceil(n / 32) * 32 + 32, n being the size padded to a power of two.
+  Bits: ceil(n / 32) * 32 + 32, n being the size padded to a power of two (or to a
+  multiple of `block_size`, see `hadamard`).
   """
-  return chain(hadamard(), drive_signs(unbiased=unbiased), bitpack(1))
+  return chain(hadamard(block_size), drive_signs(unbiased=unbiased), bitpack(1))
 
 
 def scaled_sign() -> Stage:

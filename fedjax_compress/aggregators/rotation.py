@@ -37,18 +37,33 @@ def _signs(shared_key, n):
   return jax.random.rademacher(shared_key, (n,), dtype=jnp.float32)
 
 
-def hadamard() -> Stage:
-  """Flattens, pads to the next power of two and rotates (orthogonal, exact inverse)."""
+def hadamard(block_size: int | None = None) -> Stage:
+  """Flattens, pads and rotates (orthogonal, exact inverse).
+
+  Args:
+    block_size: None rotates the whole vector, padded to the next power of two (a 1.6M
+      tensor then sends 2^21 values, 1.26x). A power of two B rotates consecutive blocks
+      of B values, padding only to a multiple of B (block-diagonal, still orthogonal).
+  """
+  if block_size is not None and (block_size < 1 or block_size & (block_size - 1)):
+    raise ValueError(f"block_size={block_size} must be a power of two (or None).")
+
+  def padded(n):
+    return padded_size(n) if block_size is None else -(-n // block_size) * block_size
+
+  def rotate(x):
+    rows = x.reshape(-1, block_size or x.size)
+    return jax.vmap(fwht)(rows).reshape(-1) / math.sqrt(rows.shape[1])
 
   def encode(x, key, shared_key):
     x = x.reshape(-1).astype(jnp.float32)
-    n = padded_size(x.size)
+    n = padded(x.size)
     x = jnp.pad(x, (0, n - x.size))
-    return Encoded(fwht(_signs(shared_key, n) * x) / math.sqrt(n))
+    return Encoded(rotate(_signs(shared_key, n) * x))
 
   def decode(enc, spec, shared_key):
     n = enc.values.shape[-1]
-    x = _signs(shared_key, n) * fwht(enc.values) / math.sqrt(n)
+    x = _signs(shared_key, n) * rotate(enc.values)
     return x[:math.prod(spec.shape)].reshape(spec.shape).astype(spec.dtype)
 
   return stateless(encode, decode, commutes_with_sum=True)
