@@ -4,7 +4,7 @@
       [--config.rounds=50 ...]
 """
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from experiments import train
@@ -21,6 +21,9 @@ flags.mark_flags_as_required(["workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  if not FLAGS["verbosity"].present:
+    # The console is for the progress line; library INFO logs (orbax, XLA) need --verbosity=0.
+    logging.set_verbosity(logging.WARNING)
   try:
     train.train_and_evaluate(FLAGS.config, FLAGS.workdir,
                              allow_config_change=FLAGS.allow_config_change)
