@@ -92,7 +92,10 @@ def main(argv):
   del argv
   root = Path(FLAGS.root)
   root.mkdir(parents=True, exist_ok=True)
-  run(FLAGS.config, root, FLAGS.variant)
+  try:
+    run(FLAGS.config, root, FLAGS.variant)
+  except (train.ConfigError, train.NonFiniteModelError, ValueError) as e:
+    raise SystemExit(f"error: {e}") from None
 
 
 if __name__ == "__main__":
