@@ -204,6 +204,9 @@ def main(argv):
   if FLAGS.one:
     run_one(FLAGS.one, FLAGS.one_out)
     return
+  if FLAGS.data_dir and not Path(FLAGS.data_dir).exists():
+    raise SystemExit(f"error: --data_dir={FLAGS.data_dir} does not exist; pass a LEAF FEMNIST "
+                     f"folder, or leave the flag out to use {DEFAULT_DATA} or the embedded data.")
   records = []
   for clients in map(int, FLAGS.clients):
     for strategy in FLAGS.strategies:

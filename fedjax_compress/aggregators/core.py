@@ -84,8 +84,9 @@ def per_client_bits(bits: int | jax.Array, num_clients: int) -> jax.Array:
 def sum_over_clients(x: jax.Array, weights: jax.Array | None = None) -> jax.Array:
   """sum_c weights[c] * x[c] over the leading client axis, as a matrix-vector product.
 
-  XLA:CPU ran `jnp.sum(x * w[:, None, None], axis=0)` over ten CNN updates in 3.6 s; the
-  same sum as a product of [clients] by [clients, n] ran in 2 ms.
+  XLA:CPU ran `jnp.sum(x * w[:, None, None], axis=0)` over ten CNN dense kernels in
+  2.9-3.6 s; the same sum as a product of [clients] by [clients, n] in about 3 ms
+  (`python -m benchmarks.client_sum`).
   """
   flat = x.reshape(x.shape[0], -1)
   if weights is None:

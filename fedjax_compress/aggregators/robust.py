@@ -68,7 +68,7 @@ def clipping(inner: Aggregator, *, clip_norm: float = 1.0, target_quantile: floa
   estimator = QuantileEstimator(clip_norm, target_quantile, learning_rate, adaptive)
 
   def init(template):
-    return {"clip_norm": jnp.asarray(clip_norm, jnp.float32), "inner": inner.init(template)}
+    return {"clip_norm": jnp.asarray(estimator.initial, jnp.float32), "inner": inner.init(template)}
 
   def apply(state, updates, weights, key):
     norm = state["clip_norm"]
@@ -99,7 +99,8 @@ def zeroing(inner: Aggregator, *, zeroing_norm: float = 10.0, target_quantile: f
   estimator = QuantileEstimator(zeroing_norm, target_quantile, learning_rate, adaptive)
 
   def init(template):
-    return {"zeroing_norm": jnp.asarray(zeroing_norm, jnp.float32), "inner": inner.init(template)}
+    return {"zeroing_norm": jnp.asarray(estimator.initial, jnp.float32),
+            "inner": inner.init(template)}
 
   def apply(state, updates, weights, key):
     estimate = state["zeroing_norm"]
