@@ -56,11 +56,20 @@ def test_a_run_killed_at_a_random_moment_resumes_to_identical_metrics(tmp_path, 
                              stderr=subprocess.DEVNULL)
   metrics = tmp_path / "metrics.jsonl"
   deadline = time.time() + 300
+  seen, last_change, round_seconds = 0, time.time(), 0.0
   while time.time() < deadline and process.poll() is None:
-    if metrics.exists() and len(metrics.read_text().splitlines()) >= kill_after_rounds:
-      time.sleep(rng.uniform(0.0, 0.5))  # somewhere inside the next round or checkpoint
+    lines = len(metrics.read_text().splitlines()) if metrics.exists() else 0
+    if lines > seen:
+      now = time.time()
+      if seen:  # the duration of a round of this very run, as it runs
+        round_seconds = (now - last_change) / (lines - seen)
+      seen, last_change = lines, now
+    if seen >= kill_after_rounds and round_seconds:
+      # Somewhere inside the next round or its checkpoint; never past it, so that the
+      # kill lands before the run can finish however fast the machine is.
+      time.sleep(rng.uniform(0.0, 0.9) * round_seconds)
       break
-    time.sleep(0.05)
+    time.sleep(0.01)
   process.send_signal(signal.SIGKILL)
   process.wait(timeout=60)
   assert len(_metrics(tmp_path)) < ROUNDS, "the run finished before it could be killed"
