@@ -125,10 +125,16 @@ def capture_deltas(path: Path, n: int) -> np.ndarray:
   model = models.create_model("cnn", 10)
   ids = pipeline.sample_clients(data.client_ids, n, seed=0, round_num=0)
   batch = pipeline.round_batch(data, ids, batch_size=20, seed=0, round_num=0)
-  runner = execution.SequentialClients(client.local_sgd(model, optax.sgd(0.02)))
   params = model.init(jax.random.key(0))
-  out = runner(params, batch.x, batch.y, batch.mask, jax.random.split(jax.random.key(1), n))
-  deltas = np.concatenate([np.asarray(a).reshape(n, -1) for a in jax.tree.leaves(out.delta)], 1)
+  size = sum(a.size for a in jax.tree.leaves(params))
+
+  def keep_delta(rows, context, outputs, index):
+    flat = jnp.concatenate([a.reshape(a.shape[0], -1) for a in jax.tree.leaves(outputs.delta)], 1)
+    return rows.at[index].set(flat)
+
+  runner = execution.SequentialClients(client.local_sgd(model, optax.sgd(0.02)), keep_delta)
+  deltas = np.asarray(runner(jnp.zeros((n, size), jnp.float32), (), params, batch.x, batch.y,
+                             batch.mask, jax.random.split(jax.random.key(1), n)))
   np.savez_compressed(path, deltas=deltas.astype(np.float32), clients=np.array(ids))
   return deltas
 

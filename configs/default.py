@@ -44,6 +44,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.dp_noise_multiplier = 0.0
   config.dp_clip_norm = 0.1
   config.bit_accounting = "exact"  # or "tff"
+  config.error_feedback = ""  # for "encoded_mean": "ef" or "ef21" (per-client state)
+  config.client_state_dtype = "float32"  # storage of per-client rows: or "bfloat16"
+  config.broadcast_stages = ""  # downlink: the model through stages, e.g. "hadamard,eden(bits=4)"
   config.imports = ""  # comma-separated modules to import first (custom stages)
   # Execution, evaluation, logging.
   config.strategy = "auto"  # "auto", "sequential", "vmap", "chunked", "sharded"

@@ -87,16 +87,22 @@ def build_aggregator(config) -> aggregators.Aggregator:
       weighted=config.weighted_aggregation, zeroing=config.zeroing, clipping=config.clipping,
       bits=config.quantization_bits, accounting=config.bit_accounting,
       noise_multiplier=config.dp_noise_multiplier, clip_norm=config.dp_clip_norm,
-      clients_per_round=config.clients_per_round)
+      clients_per_round=config.clients_per_round, error_feedback_kind=config.error_feedback,
+      client_state_dtype=config.client_state_dtype)
 
 
-def build_process(config, model: models.Model) -> learning.Process:
+def build_broadcast(config) -> aggregators.Broadcast:
+  return aggregators.create_broadcast(config.broadcast_stages, threshold=config.encode_threshold)
+
+
+def build_process(config, model: models.Model, client_ids=None) -> learning.Process:
   return learning.fed_avg(
       model, build_optimizer(config.client_optimizer, config.client_lr, config),
       build_optimizer(config.server_optimizer, config.server_lr, config),
       aggregator=build_aggregator(config), client_weighting=config.client_weighting,
       proximal_mu=config.proximal_mu, fed_sgd=config.fed_sgd, strategy=config.strategy,
-      chunk_size=config.chunk_size, bit_accounting=config.bit_accounting)
+      chunk_size=config.chunk_size, bit_accounting=config.bit_accounting,
+      client_ids=client_ids, broadcast=build_broadcast(config))
 
 
 def load_data(config):
@@ -154,12 +160,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     build_aggregator(config)
   except ValueError as e:
     raise ConfigError(f"config.aggregator / config.stages: {e}") from e
+  try:
+    build_broadcast(config)
+  except ValueError as e:
+    raise ConfigError(f"config.broadcast_stages: {e}") from e
   train, test = load_data(config)
   if config.clients_per_round > len(train.client_ids):
     raise ConfigError(f"config.clients_per_round={config.clients_per_round} exceeds the "
                       f"{len(train.client_ids)} training clients of {train.source}.")
   model = models.create_model(config.model, train.num_classes, train.example_shape)
-  process = build_process(config, model)
+  process = build_process(config, model, train.client_ids)
   evaluate = learning.evaluator(model)
   test_batches = pipeline.eval_batches(test, batch_size=config.eval_batch_size)
 

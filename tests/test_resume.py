@@ -108,3 +108,20 @@ def test_a_workdir_with_another_config_refuses_to_resume(tmp_path):
   # More rounds is not a different run: it resumes.
   history = train.train_and_evaluate(_config(rounds=2), str(tmp_path))
   assert [r["round"] for r in history] == [1, 2]
+
+
+def test_error_feedback_rows_and_a_compressed_downlink_resume_exactly(tmp_path):
+  """The client-state table is checkpointed with the server state: EF21's estimates of the
+  clients seen before the stop are what they would have been."""
+  config = _config(rounds=4, clients_per_round=25, aggregator="encoded_mean", stages="drive",
+                   error_feedback="ef21", encode_threshold=1000,
+                   broadcast_stages="hadamard,uniform_quantize(bits=8)")
+  unbroken = train.train_and_evaluate(config, str(tmp_path / "unbroken"))
+  stopped = tmp_path / "stopped"
+  train.train_and_evaluate(_config(**{**config, "rounds": 2}), str(stopped))
+  train.train_and_evaluate(config, str(stopped))
+  after_stop = lambda records: [r for r in records if r["round"] > 2]
+  # (The stopped run evaluated at its last round, 2; the unbroken one did not.)
+  assert after_stop(_metrics(stopped)) == after_stop(_metrics(tmp_path / "unbroken"))
+  assert unbroken[-1]["round_update_bits"] < unbroken[-1]["round_aggregated_bits"]
+  assert unbroken[-1]["round_broadcasted_bits"] < 25 * 32 * 100_000

@@ -1,6 +1,7 @@
 """Aggregators and encoding stages with exact bit accounting."""
 
-from fedjax_compress.aggregators.core import (ACCOUNTINGS, Aggregator, BIT_KEYS, DOWNLINK_AUX_BITS,
+from fedjax_compress.aggregators.core import (ACCOUNTINGS, Aggregator, BIT_KEYS, Clients,
+                                              DOWNLINK_AUX_BITS,
                                               UPLINK_AUX_BITS, UPLINK_BITS, payload_bits,
                                               value_bits)
 from fedjax_compress.aggregators.encoded import (above_threshold, encoded_mean, encoded_sum, mean,
@@ -8,8 +9,12 @@ from fedjax_compress.aggregators.encoded import (above_threshold, encoded_mean, 
 from fedjax_compress.aggregators.presets import (compression_aggregator, dp_aggregator,
                                                  robust_aggregator)
 from fedjax_compress.aggregators.quantize import bitpack, quantize_codes, uniform_quantize
-from fedjax_compress.aggregators.registry import (AGGREGATORS, create_aggregator, parse_stages,
-                                                  register_stage, stage_names)
+from fedjax_compress.aggregators.registry import (AGGREGATORS, create_aggregator,
+                                                  create_broadcast, parse_stages, register_stage,
+                                                  stage_names)
+from fedjax_compress.aggregators.adaptive import adaptive_quantize
+from fedjax_compress.aggregators.broadcast import Broadcast, encoded_broadcast, float32_broadcast
+from fedjax_compress.aggregators.error_feedback import error_feedback
 from fedjax_compress.aggregators.robust import QuantileEstimator, clipping, global_norm, zeroing
 from fedjax_compress.aggregators.rotation import hadamard
 from fedjax_compress.aggregators.dither import dithered, dithered_codes

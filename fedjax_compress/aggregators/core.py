@@ -20,18 +20,78 @@ BIT_KEYS = (UPLINK_BITS, UPLINK_AUX_BITS, DOWNLINK_AUX_BITS)
 ACCOUNTINGS = ("exact", "tff")
 
 
+class Clients(NamedTuple):
+  """The clients of one `accumulate` call.
+
+  Attributes:
+    index: int32 [chunk], each client's position in the round's cohort. Per-client
+      randomness derives from it, so a cohort streamed in chunks draws what it draws
+      whole.
+    states: the clients' rows of the client-state table ([chunk, ...]), or () for an
+      aggregator without per-client state.
+  """
+  index: jax.Array
+  states: Any = ()
+
+
 class Aggregator(NamedTuple):
-  """Turns client updates into one aggregate, as pure functions.
+  """Turns client updates into one aggregate, as pure functions, in a streaming form.
+
+  A round is `start`, one or more `accumulate` calls over chunks of its clients (all of
+  them at once, or one at a time: the result is the same), and `finish`. Memory grows
+  with the chunk, not the cohort: partial results hold sums and per-client scalars.
 
   Attributes:
     init: `init(template) -> state`, `template` being one client's update (arrays or
       `jax.ShapeDtypeStruct`s).
-    apply: `apply(state, updates, weights, key) -> (aggregate, new_state, measurements)`.
-      `updates` is the template pytree with a leading client axis, `weights` is
-      float32 [clients]. `measurements` holds each client's bits under `BIT_KEYS`.
+    start: `start(state, spec, num_clients) -> partial`, `spec` one client's update as
+      `ShapeDtypeStruct`s, `num_clients` the cohort.
+    accumulate: `accumulate(state, partial, updates, weights, clients, key) ->
+      (partial, client_states)`. `updates` has a leading client axis (a chunk),
+      `weights` is float32 [chunk], `clients` a `Clients`; returns the clients' new rows
+      of the client-state table (() without per-client state).
+    finish: `finish(state, partial, spec, key) -> (aggregate, new_state, measurements)`;
+      `measurements` holds each client's bits under `BIT_KEYS` ([num_clients]).
+    client_init: `client_init(template) -> one client's initial state` for aggregators
+      that keep state per client across rounds (error feedback); None otherwise.
   """
   init: Callable[[PyTree], State]
-  apply: Callable[[State, PyTree, jax.Array, jax.Array], tuple[PyTree, State, Measurements]]
+  start: Callable[[State, PyTree, int], Any]
+  accumulate: Callable[..., tuple[Any, Any]]
+  finish: Callable[[State, Any, PyTree, jax.Array], tuple[PyTree, State, Measurements]]
+  client_init: Callable[[PyTree], PyTree] | None = None
+
+  def apply(self, state, updates, weights, key):
+    """The whole cohort at once: `(aggregate, new_state, measurements)`."""
+    if self.client_init is not None:
+      raise ValueError("This aggregator keeps per-client state (e.g. error feedback): call "
+                       "apply_with_clients(state, updates, weights, key, client_states).")
+    return self.apply_with_clients(state, updates, weights, key, ())[:3]
+
+  def apply_with_clients(self, state, updates, weights, key, client_states):
+    """The whole cohort at once: `(aggregate, new_state, measurements, client_states)`."""
+    num_clients = weights.shape[0]
+    spec = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), updates)
+    partial = self.start(state, spec, num_clients)
+    clients = Clients(jnp.arange(num_clients, dtype=jnp.int32), client_states)
+    partial, client_states = self.accumulate(state, partial, updates, weights, clients, key)
+    return (*self.finish(state, partial, spec, key), client_states)
+
+
+def wrap(inner: Aggregator, *, init=None, start=None, accumulate=None, finish=None) -> Aggregator:
+  """`inner` with some of its functions replaced: wrappers change what they need."""
+  return Aggregator(init or inner.init, start or inner.start, accumulate or inner.accumulate,
+                    finish or inner.finish, inner.client_init)
+
+
+def zero_bits(num_clients: int) -> Measurements:
+  """Per-client bit counters, all zero, for a partial result."""
+  return {k: jnp.zeros((num_clients,), jnp.int32) for k in BIT_KEYS}
+
+
+def set_clients(per_client: jax.Array, index: jax.Array, values) -> jax.Array:
+  """Writes the values of a chunk's clients into a [num_clients, ...] array."""
+  return per_client.at[index].set(jnp.asarray(values, per_client.dtype))
 
 
 def value_bits(dtype) -> int:

@@ -8,13 +8,14 @@ decode"); `sum_before_decode=False` decodes every client fully, for comparison.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from fedjax_compress.aggregators.core import (Aggregator, bit_measurements, measured_bits,
-                                              payload_bits, sum_over_clients, with_bits)
+from fedjax_compress.aggregators.core import (UPLINK_BITS, Aggregator, measured_bits, payload_bits,
+                                              set_clients, sum_over_clients, with_bits, wrap,
+                                              zero_bits)
 from fedjax_compress.aggregators.stages import (SharedKeys, Spec, Stage, chain, decode_parts,
                                                 identity, input_specs)
 
@@ -26,6 +27,62 @@ def above_threshold(stage: Stage, threshold: int) -> Policy:
   return lambda path, spec: stage if spec.size > threshold else None
 
 
+class LeafCodec(NamedTuple):
+  """How one leaf of the update travels: its stage, spec and the run that commutes."""
+  stage: Stage
+  spec: Spec
+  commuting: int  # the leading parts of `stage.parts` summed before decoding
+
+
+def leaf_codecs(policy: Policy, spec_tree, *, sum_before_decode: bool = True):
+  """A `LeafCodec` per leaf of `spec_tree` (one client's update), and the treedef."""
+  flat, treedef = jax.tree_util.tree_flatten_with_path(spec_tree)
+  codecs = []
+  for path, spec in flat:
+    spec = Spec(spec.shape, spec.dtype)
+    stage = chain(policy(path, spec) or identity())
+    commuting = 0
+    while sum_before_decode and commuting < len(stage.parts) and (
+        stage.parts[commuting].commutes_with_sum):
+      commuting += 1
+    codecs.append(LeafCodec(stage, spec, commuting))
+  return codecs, treedef
+
+
+def client_keys(key: jax.Array, leaf: int, index: jax.Array):
+  """Per-client private keys and shared keys of leaf `leaf`, for cohort positions `index`.
+
+  The private key never leaves its client; the shared keys are the round's `common` one
+  (for commuting stages) and one per client, both reproducible by the server.
+  """
+  private = jax.vmap(lambda i: jax.random.fold_in(jax.random.fold_in(
+      jax.random.fold_in(key, 0), i), leaf))(index)
+  common = jax.random.fold_in(jax.random.fold_in(key, 1), leaf)
+  return private, SharedKeys(common, jax.vmap(lambda i: jax.random.fold_in(common, i))(index))
+
+
+def encode_clients(codec: LeafCodec, state, x, private, shared: SharedKeys):
+  """Each client's encoding of its leaf `x` [chunk, ...] (vmapped)."""
+  return jax.vmap(codec.stage.encode, (None, 0, 0, SharedKeys(None, 0)))(state, x, private,
+                                                                          shared)
+
+
+def decode_clients(codec: LeafCodec, state, enc, shared: SharedKeys, lo: int = 0):
+  """Decodes each client's encoding down to part `lo` (0: fully), vmapped."""
+  parts = codec.stage.parts
+  specs = input_specs(parts, state, codec.spec)
+  return jax.vmap(lambda values, sides, client: decode_parts(
+      parts, state, values, sides, specs, SharedKeys(shared.common, client), len(parts),
+      lo))(enc.values, enc.side, shared.client)
+
+
+def encoded_bits_bound(codec: LeafCodec, state) -> int:
+  """The static size of one client's encoding of the leaf (streams at capacity)."""
+  key = jax.random.key(0)
+  enc = jax.eval_shape(lambda x: codec.stage.encode(state, x, key, key), codec.spec)
+  return payload_bits(enc)
+
+
 def encoded_sum(stage: Stage | Policy, *, threshold: int = 0,
                 sum_before_decode: bool = True) -> Aggregator:
   """Sum of client updates, each leaf sent through a stage.
@@ -35,64 +92,80 @@ def encoded_sum(stage: Stage | Policy, *, threshold: int = 0,
       `(path, spec) -> Stage | None` (None: the leaf is sent as it is).
     threshold: see `stage`; ignored for a policy.
     sum_before_decode: sum encoded values before decoding the commuting stages.
+
+  A stage with an `update` (an adaptive stage) changes its state every round; the new
+  state reaches every client before the next round and counts as downlink bits.
   """
   policy = stage if not isinstance(stage, Stage) else above_threshold(stage, threshold)
-
-  def leaf_stages(template):
-    specs = jax.tree.map(lambda x: Spec(x.shape, x.dtype), template)
-    flat, treedef = jax.tree_util.tree_flatten_with_path(specs)
-    stages = [chain(policy(path, spec) or identity()) for path, spec in flat]
-    return stages, [spec for _, spec in flat], treedef
+  codecs_of = lambda spec: leaf_codecs(policy, spec, sum_before_decode=sum_before_decode)
 
   def init(template):
-    stages, specs, _ = leaf_stages(template)
-    return tuple(s.init(spec) for s, spec in zip(stages, specs))
+    codecs, _ = codecs_of(jax.tree.map(lambda x: Spec(x.shape, x.dtype), template))
+    return tuple(c.stage.init(c.spec) for c in codecs)
 
-  def apply(state, updates, weights, key):
-    one_client = jax.tree.map(lambda x: Spec(x.shape[1:], x.dtype), updates)
-    stages, specs, treedef = leaf_stages(one_client)
-    num_clients = weights.shape[0]
-    client_keys = jax.random.split(jax.random.fold_in(key, 0), num_clients)
-    shared_root = jax.random.fold_in(key, 1)
-    totals, new_state, bits, bound = [], [], jnp.zeros((num_clients,), jnp.int32), 0
-    for i, (leaf, stage, leaf_state, spec) in enumerate(
-        zip(treedef.flatten_up_to(updates), stages, state, specs)):
-      keys = jax.vmap(jax.random.fold_in, (0, None))(client_keys, i)
-      common = jax.random.fold_in(shared_root, i)
-      shared = SharedKeys(common, jax.vmap(jax.random.fold_in, (None, 0))(
-          common, jnp.arange(num_clients)))
-      enc = jax.vmap(stage.encode, (None, 0, 0, SharedKeys(None, 0)))(leaf_state, leaf, keys,
-                                                                      shared)
-      # Exact per client, entropy-coded streams at their measured length.
-      bits = bits + jax.vmap(measured_bits)(enc)
-      bound += payload_bits(jax.tree.map(lambda a: Spec(a.shape[1:], a.dtype), enc))
-      totals.append(_sum_decoded(stage, leaf_state, enc, spec, shared,
-                                 sum_before_decode=sum_before_decode))
-      new_state.append(stage.update(leaf_state, enc.side) if stage.update else leaf_state)
+  def start(state, spec, num_clients):
+    codecs, _ = codecs_of(spec)
+    bound = 0  # (this module's `sum` shadows the builtin)
+    for codec, leaf_state in zip(codecs, state):
+      bound += encoded_bits_bound(codec, leaf_state)
     if bound >= 2**31:
       raise ValueError(f"A client payload of up to {bound} bits exceeds the int32 bit counter.")
-    measurements = bit_measurements(num_clients, uplink_bits=bits)
+    leaves = []
+    for codec, leaf_state in zip(codecs, state):
+      enc = jax.eval_shape(lambda x: codec.stage.encode(leaf_state, x, jax.random.key(0),
+                                                        jax.random.key(0)), codec.spec)
+      summed = jax.eval_shape(
+          lambda e: decode_parts(codec.stage.parts, leaf_state, e.values, e.side,
+                                 input_specs(codec.stage.parts, leaf_state, codec.spec),
+                                 SharedKeys(jax.random.key(0), jax.random.key(0)),
+                                 len(codec.stage.parts), codec.commuting), enc)
+      sides = enc.side[:codec.commuting]
+      every_side = jax.tree.map(lambda a: Spec((num_clients,) + a.shape, a.dtype), enc.side)
+      leaves.append({"sum": _zeros(summed), "commuting_sides": _zeros(sides),
+                     "sides": _zeros(every_side) if codec.stage.update else ()})
+    return {"leaves": tuple(leaves), "bits": zero_bits(num_clients)}
+
+  def accumulate(state, partial, updates, weights, clients, key):
+    one_client = jax.tree.map(lambda x: Spec(x.shape[1:], x.dtype), updates)
+    codecs, treedef = codecs_of(one_client)
+    bits = jnp.zeros(weights.shape, jnp.int32)
+    leaves = []
+    for i, (codec, leaf_state, x, acc) in enumerate(
+        zip(codecs, state, treedef.flatten_up_to(updates), partial["leaves"])):
+      private, shared = client_keys(key, i, clients.index)
+      enc = encode_clients(codec, leaf_state, x, private, shared)
+      # Exact per client, entropy-coded streams at their measured length.
+      bits = bits + jax.vmap(measured_bits)(enc)
+      summed = sum_over_clients(decode_clients(codec, leaf_state, enc, shared, codec.commuting))
+      leaves.append({
+          "sum": acc["sum"] + summed,
+          # Commuting sides do not depend on the data: every client's are the same.
+          "commuting_sides": jax.tree.map(lambda a: a[0], enc.side[:codec.commuting]),
+          "sides": (jax.tree.map(lambda all_, a: set_clients(all_, clients.index, a),
+                                 acc["sides"], enc.side) if codec.stage.update else ()),
+      })
+    uplink = set_clients(partial["bits"][UPLINK_BITS], clients.index, bits)
+    return {"leaves": tuple(leaves), "bits": {**partial["bits"], UPLINK_BITS: uplink}}, ()
+
+  def finish(state, partial, spec, key):
+    codecs, treedef = codecs_of(spec)
+    totals, new_state, downlink = [], [], 0
+    for i, (codec, leaf_state, acc) in enumerate(zip(codecs, state, partial["leaves"])):
+      common = jax.random.fold_in(jax.random.fold_in(key, 1), i)
+      parts = codec.stage.parts
+      totals.append(decode_parts(parts, leaf_state, acc["sum"], acc["commuting_sides"],
+                                 input_specs(parts, leaf_state, codec.spec),
+                                 SharedKeys(common, common), codec.commuting, 0))
+      if codec.stage.update:
+        new_state.append(codec.stage.update(leaf_state, acc["sides"]))
+        downlink += payload_bits(leaf_state)
+      else:
+        new_state.append(leaf_state)
+    num_clients = partial["bits"][UPLINK_BITS].shape[0]
+    measurements = with_bits(partial["bits"], num_clients, downlink_aux_bits=downlink)
     return treedef.unflatten(totals), tuple(new_state), measurements
 
-  return Aggregator(init, apply)
-
-
-def _sum_decoded(stage, states, enc, spec, shared: SharedKeys, *, sum_before_decode):
-  parts = stage.parts
-  specs = input_specs(parts, states, spec)
-  commuting = 0
-  while sum_before_decode and commuting < len(parts) and parts[commuting].commutes_with_sum:
-    commuting += 1
-  per_client = jax.vmap(
-      lambda values, sides, client: decode_parts(parts, states, values, sides, specs,
-                                                 SharedKeys(shared.common, client), len(parts),
-                                                 commuting))(enc.values, enc.side, shared.client)
-  summed = sum_over_clients(per_client)
-  # Side information of commuting stages is the same for every client: take the first.
-  sides = tuple(jax.tree.map(lambda a: a[0], s) for s in enc.side[:commuting])
-  # Commuting stages use only the common key.
-  once = SharedKeys(shared.common, shared.common)
-  return decode_parts(parts, states, summed, sides, specs, once, commuting, 0)
+  return Aggregator(init, start, accumulate, finish)
 
 
 def mean(sum_aggregator: Aggregator | None = None, *, weighted: bool = True) -> Aggregator:
@@ -104,21 +177,30 @@ def mean(sum_aggregator: Aggregator | None = None, *, weighted: bool = True) -> 
   """
   inner = sum_aggregator or encoded_sum(identity())
 
-  def apply(state, updates, weights, key):
+  def start(state, spec, num_clients):
+    return {"inner": inner.start(state, spec, num_clients),
+            "weight": jnp.zeros((), jnp.float32), "clients": jnp.zeros((), jnp.float32)}
+
+  def accumulate(state, partial, updates, weights, clients, key):
     weights = weights.astype(jnp.float32)
     if weighted:
       updates = jax.tree.map(lambda x: x * _expand(weights, x), updates)
-      total_weight = jnp.sum(weights)
-    else:
-      total_weight = jnp.asarray(weights.shape[0], jnp.float32)
-    total, state, measurements = inner.apply(state, updates, weights, key)
+    inner_partial, client_states = inner.accumulate(state, partial["inner"], updates, weights,
+                                                    clients, key)
+    return {"inner": inner_partial, "weight": partial["weight"] + jnp.sum(weights),
+            "clients": partial["clients"] + weights.shape[0]}, client_states
+
+  def finish(state, partial, spec, key):
+    total, state, measurements = inner.finish(state, partial["inner"], spec, key)
+    total_weight = partial["weight"] if weighted else partial["clients"]
     safe = jnp.where(total_weight > 0, total_weight, 1.0)
     aggregate = jax.tree.map(lambda t: t / safe, total)
     if weighted:
-      measurements = with_bits(measurements, weights.shape[0], uplink_aux_bits=32)
+      num_clients = measurements[UPLINK_BITS].shape[0]
+      measurements = with_bits(measurements, num_clients, uplink_aux_bits=32)
     return aggregate, state, measurements
 
-  return Aggregator(inner.init, apply)
+  return wrap(inner, start=start, accumulate=accumulate, finish=finish)
 
 
 def sum(stage: Stage | None = None) -> Aggregator:  # pylint: disable=redefined-builtin
@@ -135,3 +217,7 @@ def encoded_mean(stage: Stage | Policy, *, threshold: int = 0, weighted: bool = 
 
 def _expand(weights, x):
   return weights.reshape(weights.shape + (1,) * (x.ndim - 1))
+
+
+def _zeros(spec_tree):
+  return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), spec_tree)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 
 from fedjax_compress.aggregators import robust
-from fedjax_compress.aggregators.core import Aggregator, check_accounting
+from fedjax_compress.aggregators.core import Aggregator, check_accounting, wrap
 from fedjax_compress.aggregators.encoded import encoded_mean, encoded_sum, mean
 from fedjax_compress.aggregators.quantize import uniform_quantize
 from fedjax_compress.aggregators.stages import identity
@@ -59,7 +59,7 @@ def dp_aggregator(noise_multiplier: float, clients_per_round: int, *, clip_norm:
 
 
 def _divide(inner: Aggregator, denominator: float) -> Aggregator:
-  def apply(state, updates, weights, key):
-    total, state, measurements = inner.apply(state, updates, weights, key)
+  def finish(state, partial, spec, key):
+    total, state, measurements = inner.finish(state, partial, spec, key)
     return jax.tree.map(lambda t: t / denominator, total), state, measurements
-  return Aggregator(inner.init, apply)
+  return wrap(inner, finish=finish)

@@ -12,11 +12,17 @@ from __future__ import annotations
 import ast
 from typing import Any, Callable
 
+import jax.numpy as jnp
+
 from fedjax_compress.aggregators import presets, quantize, rotation, stages
-from fedjax_compress.aggregators import (dither, eden_quantize, entropy, lloyd, norm_quantize,
-                                         one_bit, sparsify, ternary)
+from fedjax_compress.aggregators import (adaptive, dither, eden_quantize, entropy, lloyd,
+                                         norm_quantize, one_bit, sparsify, ternary)
+from fedjax_compress.aggregators.broadcast import Broadcast, encoded_broadcast, float32_broadcast
+from fedjax_compress.aggregators.error_feedback import KINDS as ERROR_FEEDBACK_KINDS, error_feedback
 from fedjax_compress.aggregators.core import Aggregator
 from fedjax_compress.aggregators.encoded import encoded_mean, mean, sum as sum_aggregator
+
+STORAGE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 _STAGES: dict[str, Callable[..., stages.Stage]] = {
     "identity": stages.identity,
@@ -36,6 +42,7 @@ _STAGES: dict[str, Callable[..., stages.Stage]] = {
     "dithered_codes": dither.dithered_codes,
     "lloyd_max": lloyd.lloyd_max,
     "entropy_code": entropy.entropy_code,
+    "adaptive_quantize": adaptive.adaptive_quantize,
 }
 
 AGGREGATORS = ("mean", "sum", "encoded_mean", "compression", "robust", "dp")
@@ -85,12 +92,25 @@ def _call(node, spec) -> tuple[str, dict[str, Any]]:
 def create_aggregator(name: str, *, stages_spec: str = "", threshold: int = 20_000,
                       weighted: bool = True, zeroing: bool = False, clipping: bool = False,
                       bits: int = 8, accounting: str = "exact", noise_multiplier: float = 0.0,
-                      clip_norm: float = 0.1, clients_per_round: int = 1) -> Aggregator:
+                      clip_norm: float = 0.1, clients_per_round: int = 1,
+                      error_feedback_kind: str = "",
+                      client_state_dtype: str = "float32") -> Aggregator:
   """Builds an aggregator of `AGGREGATORS` from config values.
 
   `zeroing` / `clipping` wrap "mean", "sum" and "encoded_mean" in TFF's adaptive robust
-  wrappers; "compression" and "robust" include them already.
+  wrappers; "compression" and "robust" include them already. `error_feedback_kind`
+  ("ef" or "ef21") sends "encoded_mean"'s stages with error feedback, its per-client
+  rows stored as `client_state_dtype`.
   """
+  if error_feedback_kind and name != "encoded_mean":
+    raise ValueError(f"error feedback applies to aggregator='encoded_mean' (its stages), "
+                     f"not {name!r}.")
+  if error_feedback_kind and error_feedback_kind not in ERROR_FEEDBACK_KINDS:
+    raise ValueError(f"error_feedback={error_feedback_kind!r}; valid: "
+                     f"{['', *ERROR_FEEDBACK_KINDS]}.")
+  if client_state_dtype not in STORAGE_DTYPES:
+    raise ValueError(f"client_state_dtype={client_state_dtype!r}; valid: "
+                     f"{list(STORAGE_DTYPES)}.")
   if name == "compression":
     return presets.compression_aggregator(weighted=weighted, bits=bits, threshold=threshold,
                                           accounting=accounting)
@@ -107,8 +127,21 @@ def create_aggregator(name: str, *, stages_spec: str = "", threshold: int = 20_0
     if not stages_spec:
       raise ValueError("aggregator='encoded_mean' needs stages, e.g. "
                        "--config.stages='hadamard,uniform_quantize(bits=2)'.")
-    agg = encoded_mean(parse_stages(stages_spec), threshold=threshold, weighted=weighted)
+    stage = parse_stages(stages_spec)
+    if error_feedback_kind:
+      agg = mean(error_feedback(stage, threshold=threshold, kind=error_feedback_kind,
+                                storage_dtype=STORAGE_DTYPES[client_state_dtype]),
+                 weighted=weighted)
+    else:
+      agg = encoded_mean(stage, threshold=threshold, weighted=weighted)
   else:
     raise ValueError(f"Unknown aggregator {name!r}; valid names: {list(AGGREGATORS)}.")
   return presets.robust_aggregator(zeroing=zeroing, clipping=clipping, inner=agg,
                                    accounting=accounting)
+
+
+def create_broadcast(stages_spec: str = "", *, threshold: int = 20_000) -> Broadcast:
+  """The downlink from config values: float32, or the model through `stages_spec`."""
+  if not stages_spec:
+    return float32_broadcast()
+  return encoded_broadcast(parse_stages(stages_spec), threshold=threshold)

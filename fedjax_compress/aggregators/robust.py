@@ -19,7 +19,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from fedjax_compress.aggregators.core import Aggregator, check_accounting, with_bits
+from fedjax_compress.aggregators.core import (Aggregator, check_accounting,
+                                              set_clients, with_bits, wrap)
 
 
 class QuantileEstimator(NamedTuple):
@@ -56,6 +57,42 @@ def _scale(updates, factors):
   return jax.tree.map(lambda x: x * factors.reshape((-1,) + (1,) * (x.ndim - 1)), updates)
 
 
+def _norm_tracking(inner: Aggregator, estimator: QuantileEstimator, name: str, transform,
+                   report, accounting: str) -> Aggregator:
+  """A wrapper that transforms each update given the tracked norm estimate, then updates
+  the estimate from all the round's norms (kept per client in the partial result).
+
+  `transform(estimate, updates) -> (updates, norms)`; `report(estimate, norms) -> dict`
+  of scalar measurements.
+  """
+  check_accounting(accounting)
+
+  def init(template):
+    return {name: jnp.asarray(estimator.initial, jnp.float32), "inner": inner.init(template)}
+
+  def start(state, spec, num_clients):
+    return {"inner": inner.start(state["inner"], spec, num_clients),
+            "norms": jnp.zeros((num_clients,), jnp.float32)}
+
+  def accumulate(state, partial, updates, weights, clients, key):
+    updates, norms = transform(state[name], updates)
+    inner_partial, client_states = inner.accumulate(state["inner"], partial["inner"], updates,
+                                                    weights, clients, key)
+    return {"inner": inner_partial,
+            "norms": set_clients(partial["norms"], clients.index, norms)}, client_states
+
+  def finish(state, partial, spec, key):
+    aggregate, inner_state, measurements = inner.finish(state["inner"], partial["inner"], spec,
+                                                        key)
+    norms = partial["norms"]
+    new_state = {name: estimator.update(state[name], norms), "inner": inner_state}
+    measurements = {**measurements, **report(state[name], norms)}
+    return aggregate, new_state, with_bits(measurements, norms.shape[0],
+                                           **_estimator_bits(accounting))
+
+  return wrap(inner, init=init, start=start, accumulate=accumulate, finish=finish)
+
+
 def clipping(inner: Aggregator, *, clip_norm: float = 1.0, target_quantile: float = 0.8,
              learning_rate: float = 0.2, adaptive: bool = True,
              accounting: str = "exact") -> Aggregator:
@@ -64,25 +101,18 @@ def clipping(inner: Aggregator, *, clip_norm: float = 1.0, target_quantile: floa
   C starts at `clip_norm` and, if `adaptive`, tracks the `target_quantile` of the norms
   (TFF's defaults: 1.0, 0.8, lr 0.2).
   """
-  check_accounting(accounting)
   estimator = QuantileEstimator(clip_norm, target_quantile, learning_rate, adaptive)
 
-  def init(template):
-    return {"clip_norm": jnp.asarray(estimator.initial, jnp.float32), "inner": inner.init(template)}
-
-  def apply(state, updates, weights, key):
-    norm = state["clip_norm"]
+  def transform(norm, updates):
     norms = global_norm(updates)
     factors = jnp.minimum(1.0, norm / jnp.maximum(norms, 1e-30))
-    aggregate, inner_state, measurements = inner.apply(state["inner"], _scale(updates, factors),
-                                                       weights, key)
-    new_state = {"clip_norm": estimator.update(norm, norms), "inner": inner_state}
-    measurements = {**measurements, "clipping/norm": norm,
-                    "clipping/num_clipped": jnp.sum(norms > norm).astype(jnp.float32)}
-    return aggregate, new_state, with_bits(measurements, weights.shape[0],
-                                           **_estimator_bits(accounting))
+    return _scale(updates, factors), norms
 
-  return Aggregator(init, apply)
+  def report(norm, norms):
+    return {"clipping/norm": norm,
+            "clipping/num_clipped": jnp.sum(norms > norm).astype(jnp.float32)}
+
+  return _norm_tracking(inner, estimator, "clip_norm", transform, report, accounting)
 
 
 def zeroing(inner: Aggregator, *, zeroing_norm: float = 10.0, target_quantile: float = 0.98,
@@ -95,42 +125,34 @@ def zeroing(inner: Aggregator, *, zeroing_norm: float = 10.0, target_quantile: f
   `norm_order` norms (TFF's defaults: 10.0, 0.98, lr ln 10, 2Z + 1, L-inf). A zeroed
   client keeps its weight, as in TFF.
   """
-  check_accounting(accounting)
   estimator = QuantileEstimator(zeroing_norm, target_quantile, learning_rate, adaptive)
+  threshold_of = lambda estimate: multiplier * estimate + increment
 
-  def init(template):
-    return {"zeroing_norm": jnp.asarray(estimator.initial, jnp.float32),
-            "inner": inner.init(template)}
-
-  def apply(state, updates, weights, key):
-    estimate = state["zeroing_norm"]
-    threshold = multiplier * estimate + increment
+  def transform(estimate, updates):
     norms = global_norm(updates, norm_order)
-    finite = jnp.isfinite(norms)
-    keep = finite & (norms <= threshold)
+    keep = jnp.isfinite(norms) & (norms <= threshold_of(estimate))
     kept = jax.tree.map(lambda x: jnp.where(keep.reshape((-1,) + (1,) * (x.ndim - 1)), x, 0.0),
                         updates)
-    aggregate, inner_state, measurements = inner.apply(state["inner"], kept, weights, key)
     # A non-finite norm counts as above the estimate and never enters the exponent.
-    safe_norms = jnp.where(finite, norms, jnp.inf)
-    new_state = {"zeroing_norm": estimator.update(estimate, safe_norms), "inner": inner_state}
-    measurements = {**measurements, "zeroing/threshold": threshold,
-                    "zeroing/num_zeroed": jnp.sum(~keep).astype(jnp.float32),
-                    "zeroing/num_nonfinite": jnp.sum(~finite).astype(jnp.float32)}
-    return aggregate, new_state, with_bits(measurements, weights.shape[0],
-                                           **_estimator_bits(accounting))
+    return kept, jnp.where(jnp.isfinite(norms), norms, jnp.inf)
 
-  return Aggregator(init, apply)
+  def report(estimate, norms):
+    threshold = threshold_of(estimate)
+    return {"zeroing/threshold": threshold,
+            "zeroing/num_zeroed": jnp.sum(~(norms <= threshold)).astype(jnp.float32),
+            "zeroing/num_nonfinite": jnp.sum(jnp.isinf(norms)).astype(jnp.float32)}
+
+  return _norm_tracking(inner, estimator, "zeroing_norm", transform, report, accounting)
 
 
 def gaussian_noise(inner: Aggregator, *, stddev: float) -> Aggregator:
   """Adds N(0, stddev^2) noise, drawn on the server, to each coordinate of the aggregate."""
 
-  def apply(state, updates, weights, key):
-    aggregate, state, measurements = inner.apply(state, updates, weights, key)
+  def finish(state, partial, spec, key):
+    aggregate, state, measurements = inner.finish(state, partial, spec, key)
     leaves, treedef = jax.tree.flatten(aggregate)
     keys = jax.random.split(jax.random.fold_in(key, 0x0D9), len(leaves))
     noisy = [x + stddev * jax.random.normal(k, x.shape, x.dtype) for x, k in zip(leaves, keys)]
     return treedef.unflatten(noisy), state, measurements
 
-  return Aggregator(inner.init, apply)
+  return wrap(inner, finish=finish)

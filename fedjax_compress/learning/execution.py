@@ -11,21 +11,20 @@
   slower per step and a `vmap` over 10 clients 5.3-5.7x slower per client-step than this
   loop (benchmarks/RESULTS.md, `python -m benchmarks.step_forms`).
 
-Memory. `sequential` and `chunked` stream `fed_avg`'s default aggregator (the weighted
-float32 mean): each client or chunk is added to running `ClientSums` as it finishes, so
-memory grows with the chunk, not the cohort. An explicit `Aggregator` takes all client
-updates stacked ([clients, ...]: 6.6 MB per CNN client, held about three times).
+Memory. `sequential` and `chunked` stream the round: each client or chunk is folded into
+the aggregator's partial result as it finishes (`Aggregator.accumulate`), so memory grows
+with the chunk, not the cohort, whatever the aggregator. `vmap` and `sharded` hold every
+client's update at once ([clients, ...]: 6.6 MB per CNN client).
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fedjax_compress.aggregators.core import sum_over_clients
 from fedjax_compress.learning.client import ClientOutput, ClientTrainer
 
 STRATEGIES = ("auto", "sequential", "vmap", "chunked", "sharded")
@@ -87,15 +86,67 @@ def vmap_clients(trainer: ClientTrainer, global_params, x, y, mask, client_keys)
   return jax.vmap(one_client)(x, y, mask, client_keys)
 
 
-def _stack(trees):
-  return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+def _one(outputs: ClientOutput) -> ClientOutput:
+  return jax.tree.map(lambda a: a[None], outputs)
 
 
-class ClientSums(NamedTuple):
-  """Running sums over clients for the streamed weighted mean (the default aggregator)."""
-  weighted_delta: Any  # sum_c w_c * delta_c
-  weight: jax.Array  # sum_c w_c
-  metrics: dict[str, jax.Array]  # sums of the clients' metric sums
+# `add(acc, context, outputs, index) -> acc` folds a chunk of clients' outputs (leading
+# axis: clients at cohort positions `index`) into a round's running results; `context`
+# is read-only (the aggregator's state, the round's key).
+AddClients = Callable[[Any, Any, ClientOutput, jax.Array], Any]
+
+
+class SequentialClients:
+  """Runs clients one at a time, one jitted call per non-empty batch.
+
+  Each client's output is folded into the round's running results (`add`) as soon as it
+  is done, in the same call that computes its delta, so memory does not grow with the
+  cohort.
+  """
+
+  def __init__(self, trainer: ClientTrainer, add: AddClients):
+    self._init = jax.jit(trainer.init)
+    # No buffer donation for the step: on XLA:CPU it made each step ~6% slower
+    # (benchmarks/RESULTS.md). The running results are donated: updated in place.
+    self._step = jax.jit(_keyed_step(trainer))
+    self._add = jax.jit(lambda acc, context, carry, g, index: add(
+        acc, context, _one(trainer.finalize(carry, g)), index), donate_argnums=0)
+
+  def __call__(self, acc, context, global_params, x, y, mask, client_keys):
+    active = np.asarray(mask).any(axis=-1)
+    start = self._init(global_params)
+    for c in range(x.shape[0]):
+      carry = start
+      for b in np.flatnonzero(active[c]):
+        carry = self._step(carry, global_params, x[c, b], y[c, b], mask[c, b], client_keys[c],
+                           np.int32(b))
+      acc = self._add(acc, context, carry, global_params, np.asarray([c], np.int32))
+    return acc
+
+
+class ChunkedClients:
+  """`vmap` over chunks of clients, the chunks one after another.
+
+  Each chunk is folded into the round's running results in the same jitted call that
+  trains it: memory grows with the chunk, not the cohort.
+  """
+
+  def __init__(self, trainer: ClientTrainer, add: AddClients, chunk_size: int):
+    if chunk_size <= 0:
+      raise ValueError(f"chunk_size={chunk_size} must be positive.")
+    self._chunk_size = chunk_size
+    self._run_and_add = jax.jit(
+        lambda acc, context, g, x, y, mask, keys, index: add(
+            acc, context, vmap_clients(trainer, g, x, y, mask, keys), index),
+        donate_argnums=0)
+
+  def __call__(self, acc, context, global_params, x, y, mask, client_keys):
+    for start in range(0, x.shape[0], self._chunk_size):
+      part = slice(start, start + self._chunk_size)
+      index = np.arange(start, min(start + self._chunk_size, x.shape[0]), dtype=np.int32)
+      acc = self._run_and_add(acc, context, global_params, x[part], y[part], mask[part],
+                              client_keys[part], index)
+    return acc
 
 
 def client_weights(outputs: ClientOutput, uniform: bool) -> jax.Array:
@@ -103,108 +154,15 @@ def client_weights(outputs: ClientOutput, uniform: bool) -> jax.Array:
   return jnp.ones_like(outputs.num_examples) if uniform else outputs.num_examples
 
 
-def add_clients(sums: ClientSums, outputs: ClientOutput, uniform: bool) -> ClientSums:
-  """Adds a stack of clients' outputs to `sums` (traceable)."""
-  w = client_weights(outputs, uniform)
-  return ClientSums(
-      jax.tree.map(lambda s, d: s + sum_over_clients(d, w), sums.weighted_delta, outputs.delta),
-      sums.weight + jnp.sum(w),
-      jax.tree.map(lambda s, m: s + jnp.sum(m), sums.metrics, outputs.metrics))
-
-
-def _zero_sums(trainer: ClientTrainer, global_params) -> ClientSums:
-  metrics = jax.eval_shape(trainer.init, global_params)[-1]
-  return ClientSums(jax.tree.map(jnp.zeros_like, global_params), jnp.zeros((), jnp.float32),
-                    jax.tree.map(lambda m: jnp.zeros(m.shape, m.dtype), metrics))
-
-
-def _one(outputs: ClientOutput) -> ClientOutput:
-  return jax.tree.map(lambda a: a[None], outputs)
-
-
-class SequentialClients:
-  """Runs clients one at a time, one jitted call per non-empty batch.
-
-  With `stream_weighting` ("uniform" or "num_examples"), each client's output is added
-  to running `ClientSums` as soon as it is done, so memory does not grow with the cohort.
-  """
-
-  def __init__(self, trainer: ClientTrainer, stream_weighting: str | None = None):
-    self._init = jax.jit(trainer.init)
-    # No buffer donation: on XLA:CPU it made each step ~6% slower (benchmarks/RESULTS.md).
-    self._step = jax.jit(_keyed_step(trainer))
-    # One pass over all clients' final states: stacking fused with computing the deltas.
-    self._finalize_all = jax.jit(
-        lambda carries, global_params: jax.vmap(trainer.finalize, (0, None))(
-            _stack(carries), global_params))
-    self._streaming = stream_weighting is not None
-    if self._streaming:
-      uniform = stream_weighting == "uniform"
-      self._zero = jax.jit(lambda g: _zero_sums(trainer, g))
-      self._add = jax.jit(lambda sums, carry, g: add_clients(
-          sums, _one(trainer.finalize(carry, g)), uniform), donate_argnums=0)
-
-  def __call__(self, global_params, x, y, mask, client_keys) -> ClientOutput | ClientSums:
-    active = np.asarray(mask).any(axis=-1)
-    start = self._init(global_params)
-    carries = []
-    sums = self._zero(global_params) if self._streaming else None
-    for c in range(x.shape[0]):
-      carry = start
-      for b in np.flatnonzero(active[c]):
-        carry = self._step(carry, global_params, x[c, b], y[c, b], mask[c, b], client_keys[c],
-                           np.int32(b))
-      if self._streaming:
-        sums = self._add(sums, carry, global_params)
-      else:
-        carries.append(carry)
-    return sums if self._streaming else self._finalize_all(carries, global_params)
-
-
-class ChunkedClients:
-  """`vmap` over chunks of clients, the chunks one after another.
-
-  With `stream_weighting`, each chunk is added to running `ClientSums` in the same
-  jitted call that trains it: memory grows with the chunk, not the cohort.
-  """
-
-  def __init__(self, trainer: ClientTrainer, chunk_size: int,
-               stream_weighting: str | None = None):
-    if chunk_size <= 0:
-      raise ValueError(f"chunk_size={chunk_size} must be positive.")
-    self._chunk_size = chunk_size
-    self._run = jax.jit(lambda *args: vmap_clients(trainer, *args))
-    self._concatenate = jax.jit(lambda chunks: jax.tree.map(lambda *xs: jnp.concatenate(xs), *chunks))
-    self._streaming = stream_weighting is not None
-    if self._streaming:
-      uniform = stream_weighting == "uniform"
-      self._zero = jax.jit(lambda g: _zero_sums(trainer, g))
-      self._run_and_add = jax.jit(
-          lambda sums, *args: add_clients(sums, vmap_clients(trainer, *args), uniform),
-          donate_argnums=0)
-
-  def __call__(self, global_params, x, y, mask, client_keys) -> ClientOutput | ClientSums:
-    chunks = []
-    sums = self._zero(global_params) if self._streaming else None
-    for start in range(0, x.shape[0], self._chunk_size):
-      part = slice(start, start + self._chunk_size)
-      args = (global_params, x[part], y[part], mask[part], client_keys[part])
-      if self._streaming:
-        sums = self._run_and_add(sums, *args)
-      else:
-        chunks.append(self._run(*args))
-    return sums if self._streaming else self._concatenate(chunks)
-
-
-def client_runner(trainer: ClientTrainer, strategy: str, chunk_size: int,
-                  stream_weighting: str | None = None) -> Callable:
+def client_runner(trainer: ClientTrainer, strategy: str, add: AddClients,
+                  chunk_size: int = 8) -> Callable:
   """The host-side runner of a split strategy (`sequential` or `chunked`).
 
-  `runner(global_params, x, y, mask, client_keys)` returns the stacked `ClientOutput`,
-  or with `stream_weighting` ("uniform" or "num_examples") the `ClientSums`.
+  `runner(acc, context, global_params, x, y, mask, client_keys) -> acc` folds every
+  client of the round into `acc` with `add`.
   """
   if strategy == "sequential":
-    return SequentialClients(trainer, stream_weighting)
+    return SequentialClients(trainer, add)
   if strategy == "chunked":
-    return ChunkedClients(trainer, chunk_size, stream_weighting)
+    return ChunkedClients(trainer, add, chunk_size)
   raise ValueError(f"{strategy!r} is not a split strategy.")

@@ -7,7 +7,7 @@ FedProx is `proximal_mu > 0`, FedSGD is `fed_sgd=True`.
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -16,7 +16,8 @@ import optax
 
 from fedjax_compress.aggregators import (Aggregator, BIT_KEYS, DOWNLINK_AUX_BITS, UPLINK_AUX_BITS,
                                          UPLINK_BITS, mean, payload_bits)
-from fedjax_compress.aggregators.core import bit_measurements, check_accounting
+from fedjax_compress.aggregators.broadcast import Broadcast, float32_broadcast
+from fedjax_compress.aggregators.core import Clients, check_accounting
 from fedjax_compress.data.pipeline import RoundBatch
 from fedjax_compress.learning import execution, sharding
 from fedjax_compress.learning.client import ClientOutput, gradient, local_sgd
@@ -29,11 +30,14 @@ TFF_METRIC_BITS = 4 * 32 + 2 * 64
 
 
 class ServerState(NamedTuple):
-  """The server's state: model, optimizer and aggregator states, and the round."""
+  """The server's state: model, optimizer and aggregator states, the round, and the
+  client-state table (one row per client id, for aggregators with per-client state such
+  as error feedback; () otherwise)."""
   params: Any
   opt_state: Any
   aggregator_state: Any
   round: jax.Array
+  client_states: Any = ()
 
 
 class Process(NamedTuple):
@@ -42,27 +46,38 @@ class Process(NamedTuple):
   `metrics` maps names to Python floats and ints; bit counts are exact ints:
   `round_update_bits` (the encoded model updates), `round_aggregated_bits` (all that
   clients send: updates, weights, quantile records, metrics) and
-  `round_broadcasted_bits` (the model and the aggregator's norms sent to clients).
+  `round_broadcasted_bits` (the model as broadcast, and the aggregator's norms, to the
+  round's clients).
   """
   init: Callable[[jax.Array], ServerState]
   next: Callable[[ServerState, RoundBatch, jax.Array], tuple[ServerState, dict[str, Any]]]
   strategy: str
 
 
+class RoundResults(NamedTuple):
+  """A round's running results, folded client by client or chunk by chunk."""
+  partial: Any  # the aggregator's partial result
+  metrics: dict[str, jax.Array]  # sums of the clients' metric sums
+  table: Any  # the client-state table, rows of finished clients updated
+  rows: jax.Array  # int32 [clients]: each client's row of the table
+
+
 def fed_avg(model: Model, client_optimizer: optax.GradientTransformation,
             server_optimizer: optax.GradientTransformation, *,
             aggregator: Aggregator | None = None, client_weighting: str = "num_examples",
             proximal_mu: float = 0.0, fed_sgd: bool = False, strategy: str = "auto",
-            chunk_size: int = 8, bit_accounting: str = "exact") -> Process:
+            chunk_size: int = 8, bit_accounting: str = "exact",
+            client_ids: Sequence[str] | None = None,
+            broadcast: Broadcast | None = None) -> Process:
   """Builds FedAvg and its relatives.
 
   Args:
     model: the model to train.
     client_optimizer: local optimizer (ignored with `fed_sgd`).
     server_optimizer: applied to `-aggregate` as a gradient.
-    aggregator: combines client deltas; default: weighted float32 mean, which the
-      `sequential` and `chunked` strategies compute from running sums (memory grows
-      with the chunk, not the cohort). Other aggregators take all deltas stacked.
+    aggregator: combines client deltas; default: the weighted float32 `mean`. Under the
+      `sequential` and `chunked` strategies every aggregator is streamed (memory grows
+      with the chunk, not the cohort).
     client_weighting: "num_examples" (examples trained on) or "uniform".
     proximal_mu: FedProx's proximal coefficient.
     fed_sgd: clients send their full-batch gradient instead of training.
@@ -70,100 +85,133 @@ def fed_avg(model: Model, client_optimizer: optax.GradientTransformation,
     chunk_size: clients per chunk for "chunked".
     bit_accounting: "exact" counts the arrays our clients send; "tff" counts the
       training metrics as TFF's Keras metrics (build the aggregator with the same mode).
+    client_ids: every client id a round may sample; needed (and only used) when the
+      aggregator keeps per-client state: the table has one row per id.
+    broadcast: how the model reaches clients (default: float32); clients train from the
+      model as decoded and return deltas relative to it.
   """
   if client_weighting not in WEIGHTINGS:
     raise ValueError(f"client_weighting={client_weighting!r}; valid: {WEIGHTINGS}.")
   if proximal_mu < 0:
     raise ValueError(f"proximal_mu={proximal_mu} must be >= 0.")
-  # The default mean is streamed under split strategies: clients are summed as they
-  # finish, so memory grows with the chunk, not the cohort (same numbers and bits).
-  default_mean = aggregator is None
   aggregator = aggregator or mean()
+  broadcast = broadcast or float32_broadcast()
+  stateful = aggregator.client_init is not None
+  if stateful and not client_ids:
+    raise ValueError("This aggregator keeps state per client (e.g. error feedback): pass "
+                     "client_ids=train_data.client_ids to fed_avg.")
+  row_of = {cid: i for i, cid in enumerate(client_ids or ())}
   trainer = gradient(model) if fed_sgd else local_sgd(model, client_optimizer,
                                                       proximal_mu=proximal_mu)
   strategy = execution.resolve(strategy)
-  streamed = default_mean and strategy in ("sequential", "chunked")
   check_accounting(bit_accounting)
+  uniform = client_weighting == "uniform"
 
-  template = jax.eval_shape(model.init, jax.random.key(0))
-  model_bits = payload_bits(template)
-  metrics_payload_bits = payload_bits(jax.eval_shape(
-      lambda p: trainer.init(p), template)[-1])
+  spec = jax.eval_shape(model.init, jax.random.key(0))
+  metrics_spec = jax.eval_shape(lambda p: trainer.init(p), spec)[-1]
+  metrics_payload_bits = payload_bits(metrics_spec)
 
   def init(key):
     params = model.init(key)
+    table = ()
+    if stateful:
+      row = aggregator.client_init(params)
+      table = jax.tree.map(lambda r: jnp.zeros((len(row_of),) + r.shape, r.dtype), row)
     return ServerState(params, server_optimizer.init(params), aggregator.init(params),
-                       jnp.zeros((), jnp.int32))
+                       jnp.zeros((), jnp.int32), table)
 
-  def apply_aggregate(state, aggregate, agg_state, measurements, metric_sums):
+  def begin(state, rows, key, num_clients):
+    """Broadcast, per-client keys and the round's empty results."""
+    client_root, server_key = jax.random.split(key)
+    received, broadcast_bits = broadcast.send(state.params, jax.random.fold_in(key, 0xB0))
+    # A copy, so that the round can update the table in place (donated buffers).
+    table = jax.tree.map(jnp.copy, state.client_states)
+    results = RoundResults(aggregator.start(state.aggregator_state, spec, num_clients),
+                           jax.tree.map(lambda m: jnp.zeros(m.shape, m.dtype), metrics_spec),
+                           table, rows)
+    context = (state.aggregator_state, server_key)
+    return received, broadcast_bits, jax.random.split(client_root, num_clients), results, context
+
+  def add(results: RoundResults, context, outputs: ClientOutput, index):
+    """Folds clients at cohort positions `index` into the round's results."""
+    aggregator_state, server_key = context
+    rows = results.rows[index]
+    states = jax.tree.map(lambda t: t[rows], results.table) if stateful else ()
+    partial, states = aggregator.accumulate(
+        aggregator_state, results.partial, outputs.delta,
+        execution.client_weights(outputs, uniform), Clients(index, states), server_key)
+    table = (jax.tree.map(lambda t, s: t.at[rows].set(s), results.table, states) if stateful
+             else ())
+    metrics = jax.tree.map(lambda s, m: s + jnp.sum(m), results.metrics, outputs.metrics)
+    return RoundResults(partial, metrics, table, results.rows)
+
+  def end(state, results: RoundResults, context, broadcast_bits):
+    """The aggregate, the server step and the round's metrics."""
+    aggregator_state, server_key = context
+    aggregate, aggregator_state, measurements = aggregator.finish(
+        aggregator_state, results.partial, spec, server_key)
     pseudo_gradient = jax.tree.map(jnp.negative, aggregate)
     updates, opt_state = server_optimizer.update(pseudo_gradient, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
+    sums = results.metrics
     metrics = {
-        "train/loss": metric_sums["loss_sum"] / jnp.maximum(metric_sums["count"], 1.0),
-        "train/accuracy": metric_sums["correct"] / jnp.maximum(metric_sums["count"], 1.0),
-        "train/num_examples": metric_sums["count"],
-        "train/num_batches": metric_sums["num_batches"],
+        "train/loss": sums["loss_sum"] / jnp.maximum(sums["count"], 1.0),
+        "train/accuracy": sums["correct"] / jnp.maximum(sums["count"], 1.0),
+        "train/num_examples": sums["count"],
+        "train/num_batches": sums["num_batches"],
+        "broadcast_bits": broadcast_bits,
         **measurements,
     }
-    return ServerState(params, opt_state, agg_state, state.round + 1), metrics
+    return ServerState(params, opt_state, aggregator_state, state.round + 1,
+                       results.table), metrics
 
-  def server_update(state, outputs: ClientOutput, key):
-    weights = execution.client_weights(outputs, client_weighting == "uniform")
-    aggregate, agg_state, measurements = aggregator.apply(state.aggregator_state, outputs.delta,
-                                                          weights, key)
-    return apply_aggregate(state, aggregate, agg_state, measurements,
-                           jax.tree.map(jnp.sum, outputs.metrics))
-
-  def streamed_update(state, sums: execution.ClientSums, num_clients):
-    """The default weighted float32 mean from running sums: what `mean()` computes."""
-    safe = jnp.where(sums.weight > 0, sums.weight, 1.0)
-    aggregate = jax.tree.map(lambda t: t / safe, sums.weighted_delta)
-    measurements = bit_measurements(num_clients, uplink_bits=model_bits, uplink_aux_bits=32)
-    return apply_aggregate(state, aggregate, state.aggregator_state, measurements, sums.metrics)
-
-  def split_keys(key, num_clients):
-    client_root, server_key = jax.random.split(key)
-    return jax.random.split(client_root, num_clients), server_key
+  def whole_round(state, rows, key, num_clients, train):
+    """One round as one traceable function; `train(received, client_keys) -> outputs`."""
+    received, broadcast_bits, client_keys, results, context = begin(state, rows, key,
+                                                                    num_clients)
+    outputs = train(received, client_keys)
+    results = add(results, context, outputs, jnp.arange(num_clients, dtype=jnp.int32))
+    return end(state, results, context, broadcast_bits)
 
   process_init = init
   if strategy == "vmap":
     @jax.jit
-    def whole_round(state, x, y, mask, key):
-      client_keys, server_key = split_keys(key, x.shape[0])
-      outputs = execution.vmap_clients(trainer, state.params, x, y, mask, client_keys)
-      return server_update(state, outputs, server_key)
+    def vmap_round(state, rows, key, x, y, mask):
+      train = lambda received, keys: execution.vmap_clients(trainer, received, x, y, mask, keys)
+      return whole_round(state, rows, key, x.shape[0], train)
 
-    def run_round(state, batch, key):
-      return whole_round(state, batch.x, batch.y, batch.mask, key)
+    def run_round(state, batch, rows, key):
+      return vmap_round(state, rows, key, batch.x, batch.y, batch.mask)
   elif strategy == "sharded":
     mesh = sharding.client_mesh()
-    run_round = sharding.sharded_round(trainer, server_update, split_keys, mesh)
+    run_round = sharding.sharded_round(trainer, whole_round, mesh)
     # The state lives replicated on the mesh, readable in every process.
     process_init = lambda key: sharding.replicate(init(key), mesh)
-  elif streamed:
-    runner = execution.client_runner(trainer, strategy, chunk_size, client_weighting)
-    finish = jax.jit(streamed_update, static_argnums=2)
-    keys_for = jax.jit(split_keys, static_argnums=1)
-
-    def run_round(state, batch, key):
-      client_keys, _ = keys_for(key, batch.num_clients)
-      sums = runner(state.params, batch.x, batch.y, batch.mask, client_keys)
-      return finish(state, sums, batch.num_clients)
   else:
-    runner = execution.client_runner(trainer, strategy, chunk_size)
-    finish = jax.jit(server_update)
-    keys_for = jax.jit(split_keys, static_argnums=1)
+    runner = execution.client_runner(trainer, strategy, add, chunk_size)
+    begin_round = jax.jit(begin, static_argnums=3)
+    end_round = jax.jit(end)
 
-    def run_round(state, batch, key):
-      client_keys, server_key = keys_for(key, batch.num_clients)
-      outputs = runner(state.params, batch.x, batch.y, batch.mask, client_keys)
-      return finish(state, outputs, server_key)
+    def run_round(state, batch, rows, key):
+      received, broadcast_bits, client_keys, results, context = begin_round(
+          state, rows, key, batch.num_clients)
+      results = runner(results, context, received, batch.x, batch.y, batch.mask, client_keys)
+      return end_round(state, results, context, broadcast_bits)
+
+  def table_rows(batch: RoundBatch) -> np.ndarray:
+    if not stateful:
+      return np.zeros(batch.num_clients, np.int32)
+    unknown = [c for c in batch.client_ids if c not in row_of]
+    if unknown or len(batch.client_ids) != batch.num_clients:
+      raise ValueError(f"Clients {unknown[:5] or '(unnamed)'} are not in fed_avg's "
+                       f"client_ids: a stateful aggregator needs every client's id.")
+    return np.asarray([row_of[c] for c in batch.client_ids], np.int32)
 
   def next_round(state, batch: RoundBatch, key):
-    state, metrics = run_round(state, batch, key)
+    state, metrics = run_round(state, batch, table_rows(batch), key)
     metrics = jax.device_get(metrics)
     bits = {k: int(np.asarray(metrics.pop(k), np.int64).sum()) for k in BIT_KEYS}
+    broadcast_bits = int(metrics.pop("broadcast_bits"))
     out = {k: float(v) if np.ndim(v) == 0 else np.asarray(v) for k, v in metrics.items()}
     out["train/num_examples"] = int(out["train/num_examples"])
     out["train/num_batches"] = int(out["train/num_batches"])
@@ -171,7 +219,7 @@ def fed_avg(model: Model, client_optimizer: optax.GradientTransformation,
     metric_bits = TFF_METRIC_BITS if bit_accounting == "tff" else metrics_payload_bits
     out["round_update_bits"] = bits[UPLINK_BITS]
     out["round_aggregated_bits"] = bits[UPLINK_BITS] + bits[UPLINK_AUX_BITS] + metric_bits * clients
-    out["round_broadcasted_bits"] = model_bits * clients + bits[DOWNLINK_AUX_BITS]
+    out["round_broadcasted_bits"] = broadcast_bits * clients + bits[DOWNLINK_AUX_BITS]
     return state, out
 
   return Process(process_init, next_round, strategy)

@@ -70,14 +70,13 @@ def pad_clients(array: np.ndarray, multiple: int) -> np.ndarray:
   return np.concatenate([array, np.zeros((padded - n,) + array.shape[1:], array.dtype)])
 
 
-def sharded_round(trainer: ClientTrainer, server_update: Callable, split_keys: Callable,
-                  mesh: Mesh) -> Callable:
-  """`run(state, batch, key) -> (state, metrics)`, the whole round one jitted program.
+def sharded_round(trainer: ClientTrainer, whole_round: Callable, mesh: Mesh) -> Callable:
+  """`run(state, batch, rows, key) -> (state, metrics)`, the round one jitted program.
 
   Args:
     trainer: the clients' work; each device runs its clients under `vmap`.
-    server_update: `(state, outputs, server_key) -> (state, metrics)` (traceable).
-    split_keys: `(key, num_clients) -> (client_keys, server_key)`.
+    whole_round: `(state, rows, key, num_clients, train) -> (state, metrics)` (traceable),
+      calling `train(received_params, client_keys) -> ClientOutput` once.
     mesh: a mesh with a `clients` axis.
   """
   clients = NamedSharding(mesh, P(CLIENTS))
@@ -86,31 +85,32 @@ def sharded_round(trainer: ClientTrainer, server_update: Callable, split_keys: C
   def local_clients(params, x, y, mask, key_data):
     return vmap_clients(trainer, params, x, y, mask, jax.random.wrap_key_data(key_data))
 
-  train = jax.shard_map(local_clients, mesh=mesh,
-                        in_specs=(P(), P(CLIENTS), P(CLIENTS), P(CLIENTS), P(CLIENTS)),
-                        out_specs=P(CLIENTS),
-                        # The scan's carry starts from the replicated params and varies by
-                        # client; nothing here relies on replication checks.
-                        check_vma=False)
+  train_local = jax.shard_map(local_clients, mesh=mesh,
+                              in_specs=(P(), P(CLIENTS), P(CLIENTS), P(CLIENTS), P(CLIENTS)),
+                              out_specs=P(CLIENTS),
+                              # The scan's carry starts from the replicated params and varies
+                              # by client; nothing here relies on replication checks.
+                              check_vma=False)
 
-  def whole_round(state, x, y, mask, key_data, num_clients):
-    client_keys, server_key = split_keys(jax.random.wrap_key_data(key_data), num_clients)
-    key_data = jax.random.key_data(client_keys)
+  def program(state, rows, x, y, mask, key_data, num_clients):
     padding = x.shape[0] - num_clients
-    key_data = jnp.concatenate([key_data, jnp.zeros((padding,) + key_data.shape[1:],
-                                                    key_data.dtype)])
-    outputs = train(state.params, x, y, mask, key_data)
-    if padding:
-      outputs = jax.tree.map(lambda a: a[:num_clients], outputs)
-    return server_update(state, outputs, server_key)
 
-  whole_round = jax.jit(whole_round, static_argnums=5, out_shardings=replicated)
+    def train(received, client_keys):
+      key_data = jax.random.key_data(client_keys)
+      key_data = jnp.concatenate([key_data, jnp.zeros((padding,) + key_data.shape[1:],
+                                                      key_data.dtype)])
+      outputs = train_local(received, x, y, mask, key_data)
+      return jax.tree.map(lambda a: a[:num_clients], outputs) if padding else outputs
 
-  def run(state, batch, key):
+    return whole_round(state, rows, jax.random.wrap_key_data(key_data), num_clients, train)
+
+  program = jax.jit(program, static_argnums=6, out_shardings=replicated)
+
+  def run(state, batch, rows, key):
     x, y, mask = (global_array(pad_clients(a, mesh.size), clients)
                   for a in (batch.x, batch.y, batch.mask))
     key_data = global_array(jax.random.key_data(key), replicated)
-    return whole_round(replicate(state, mesh), x, y, mask, key_data, batch.num_clients)
+    return program(replicate(state, mesh), global_array(rows, replicated), x, y, mask, key_data,
+                   batch.num_clients)
 
   return run
-

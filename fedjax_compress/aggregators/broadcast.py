@@ -1,0 +1,59 @@
+"""The downlink: the server's model sent to the round's clients, possibly encoded.
+
+The server encodes its model once a round and every client of the round receives the same
+message, so the broadcast costs `measured_bits(message)` per client. Clients train from
+the decoded model and return deltas relative to it; the server applies the aggregate to
+its own, exact model (the decoding error does not accumulate on the server).
+
+Randomness: stochastic rounding uses the server's own key; a rotation or dither uses a
+key derived from the round, which clients can reproduce, so it costs no bits.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from fedjax_compress.aggregators.core import measured_bits, payload_bits
+from fedjax_compress.aggregators.encoded import Policy, leaf_codecs
+from fedjax_compress.aggregators.stages import Spec, Stage
+
+
+class Broadcast(NamedTuple):
+  """`send(params, key) -> (received, bits)`: the model as clients decode it, and the
+  int32 bits of the message each client downloads."""
+  send: Callable[[Any, jax.Array], tuple[Any, jax.Array]]
+
+
+def float32_broadcast() -> Broadcast:
+  """The model as it is: every parameter at its dtype's width."""
+  return Broadcast(lambda params, key: (params, jnp.asarray(payload_bits(params), jnp.int32)))
+
+
+def encoded_broadcast(stage: Stage | Policy, *, threshold: int = 0) -> Broadcast:
+  """The model sent through `stage` (leaves above `threshold` elements), or a policy.
+
+  The stage must not be adaptive (no `update`): its state would have to travel too.
+  """
+  policy = stage if not isinstance(stage, Stage) else (
+      lambda path, spec: stage if spec.size > threshold else None)
+
+  def send(params, key):
+    specs = jax.tree.map(lambda x: Spec(x.shape, x.dtype), params)
+    codecs, treedef = leaf_codecs(policy, specs, sum_before_decode=False)
+    received, bits = [], jnp.zeros((), jnp.int32)
+    for i, (codec, leaf) in enumerate(zip(codecs, treedef.flatten_up_to(params))):
+      if codec.stage.update is not None:
+        raise ValueError("Adaptive stages (with `update`) cannot encode the broadcast: "
+                         "their state would have to be broadcast as well.")
+      state = codec.stage.init(codec.spec)
+      shared = jax.random.fold_in(jax.random.fold_in(key, 1), i)
+      enc = codec.stage.encode(state, leaf, jax.random.fold_in(jax.random.fold_in(key, 0), i),
+                               shared)
+      bits = bits + measured_bits(enc)
+      received.append(codec.stage.decode(state, enc, codec.spec, shared))
+    return treedef.unflatten(received), bits
+
+  return Broadcast(send)
