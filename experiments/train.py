@@ -16,6 +16,7 @@ from clu import metric_writers
 
 from fedjax_compress import aggregators, learning, models
 from fedjax_compress.data import pipeline
+from fedjax_compress.data.prefetch import prefetched
 from experiments.checkpoint import Checkpointer
 from fedjax_compress.data.sources import SOURCE_NAMES as DATASETS, load_federated
 from fedjax_compress.learning import distributed, execution
@@ -183,13 +184,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   first_round, state, totals, history = _resume(checkpointer, state, workdir)
   progress = ProgressLine(config.rounds, config.log_every)
   compiles_before = execution.compile_count()
+  def round_batch(r):
+    ids = pipeline.sample_clients(train.client_ids, config.clients_per_round, seed=config.seed,
+                                  round_num=r)
+    return pipeline.round_batch(train, ids, batch_size=config.batch_size, epochs=config.epochs,
+                                seed=config.seed, round_num=r, shuffle=config.shuffle)
+
+  rounds = range(first_round, config.rounds + 1)
   with open(os.path.join(workdir, METRICS_FILE), "a") as log:
-    for r in range(first_round, config.rounds + 1):
-      start = time.perf_counter()
-      ids = pipeline.sample_clients(train.client_ids, config.clients_per_round,
-                                    seed=config.seed, round_num=r)
-      batch = pipeline.round_batch(train, ids, batch_size=config.batch_size, epochs=config.epochs,
-                                   seed=config.seed, round_num=r, shuffle=config.shuffle)
+    start = time.perf_counter()
+    for r, batch in zip(rounds, prefetched(round_batch, rounds)):
       state, metrics = process.next(state, batch, jax.random.fold_in(root, r))
       if not bool(_all_finite(state.params)):
         raise NonFiniteModelError(
@@ -209,6 +213,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       writer.write_scalars(r, {k: v for k, v in record.items() if k != "round"})
       progress(record)
       history.append(record)
+      start = time.perf_counter()
   checkpointer.close()
   writer.flush()
   writer.close()

@@ -93,6 +93,21 @@ def test_bad_stages_fail_before_any_data_is_read(tmp_path, monkeypatch, stages, 
     train.train_and_evaluate(config, str(tmp_path))
 
 
+@pytest.mark.parametrize("overrides,message", [
+    ({"aggregator": "encoded_mean", "stages": "drive", "error_feedback": "ef3"},
+     "error_feedback='ef3'; valid"),
+    ({"aggregator": "mean", "error_feedback": "ef"}, "applies to aggregator='encoded_mean'"),
+    ({"aggregator": "encoded_mean", "stages": "drive", "error_feedback": "ef",
+      "client_state_dtype": "int8"}, "client_state_dtype='int8'"),
+    ({"broadcast_stages": "hadamard,nope"}, "broadcast_stages: Unknown stage 'nope'"),
+])
+def test_bad_feedback_and_downlink_settings_fail_before_any_data_is_read(
+    tmp_path, monkeypatch, overrides, message):
+  monkeypatch.setattr(train, "load_data", lambda config: pytest.fail("data was read"))
+  with pytest.raises(train.ConfigError, match=message):
+    train.train_and_evaluate(_small_config(**overrides), str(tmp_path))
+
+
 def test_an_unimportable_module_is_a_config_error(tmp_path):
   with pytest.raises(train.ConfigError, match="cannot import 'no_such_module'"):
     train.train_and_evaluate(_small_config(imports="no_such_module"), str(tmp_path))
