@@ -26,7 +26,7 @@ class Checkpointer:
 
   def save(self, round_num: int, state: Any, meta: dict[str, Any]) -> None:
     self._manager.save(round_num, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
+        state=ocp.args.StandardSave(_saved_form(state)), meta=ocp.args.JsonSave(meta)))
 
   def restore_latest(self, like: Any) -> tuple[int, Any, dict[str, Any]] | None:
     """The newest checkpoint that restores, as (round, state, meta); None if there is none.
@@ -36,8 +36,8 @@ class Checkpointer:
     for step in sorted(self._manager.all_steps(), reverse=True):
       try:
         restored = self._manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(like), meta=ocp.args.JsonRestore()))
-        return step, restored.state, restored.meta
+            state=ocp.args.StandardRestore(_saved_form(like)), meta=ocp.args.JsonRestore()))
+        return step, _from_saved_form(restored.state, like), restored.meta
       except Exception as e:  # pylint: disable=broad-except
         logging.warning("Checkpoint of round %d in %s is unreadable (%s: %s); trying the "
                         "previous one.", step, self._manager.directory, type(e).__name__, e)
@@ -45,3 +45,18 @@ class Checkpointer:
 
   def close(self) -> None:
     self._manager.close()
+
+
+def _saved_form(state: Any) -> Any:
+  """A NamedTuple state as a dict of its fields, fields that are exactly `()` left out.
+
+  A field added to the state later and empty where unused (the client-state table of an
+  aggregator without per-client state) then leaves older checkpoints readable.
+  """
+  if not hasattr(state, "_asdict"):
+    return state
+  return {k: v for k, v in state._asdict().items() if not (isinstance(v, tuple) and v == ())}
+
+
+def _from_saved_form(saved: Any, like: Any) -> Any:
+  return like._replace(**saved) if hasattr(like, "_asdict") else saved

@@ -56,7 +56,9 @@ def frontier_row(name: str, history: list[dict], num_params: int, clients: int) 
   return {"variant": name, "rounds": last["round"], "bits_per_param": bits_per_param,
           "fraction_of_float32": bits_per_param / 32,
           "final_eval_accuracy": evals[-1]["eval/accuracy"] if evals else None,
-          "aggregated_bits": last["aggregated_bits"]}
+          "aggregated_bits": last["aggregated_bits"],
+          "broadcast_bits_per_param": last["broadcasted_bits"] / (last["round"] * clients
+                                                                 * num_params)}
 
 
 def run(base, root: Path, variants: list[str]) -> list[dict]:
@@ -77,10 +79,11 @@ def run(base, root: Path, variants: list[str]) -> list[dict]:
     workdirs.append(workdir)
   (root / "frontier.json").write_text(json.dumps(rows, indent=2))
   lines = ["| variant | bits / parameter (update) | of float32 | test accuracy, last round | "
-           "cumulative uplink |", "|---|---|---|---|---|"]
+           "cumulative uplink | downlink bits / parameter |", "|---|---|---|---|---|---|"]
   for r in rows:
     lines.append(f"| {r['variant']} | {r['bits_per_param']:.3f} | 1/{1 / r['fraction_of_float32']:.1f} | "
-                 f"{r['final_eval_accuracy']:.4f} | {r['aggregated_bits'] / 2**30:.2f} Gibit |")
+                 f"{r['final_eval_accuracy']:.4f} | {r['aggregated_bits'] / 2**30:.2f} Gibit | "
+                 f"{r['broadcast_bits_per_param']:.3f} |")
   (root / "frontier.md").write_text("\n".join(lines) + "\n")
   print("\n".join(lines))
   fig = plot.plot_workdirs([str(w) for w in workdirs], [r["variant"] for r in rows])

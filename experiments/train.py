@@ -17,6 +17,7 @@ from clu import metric_writers
 from fedjax_compress import aggregators, learning, models
 from fedjax_compress.data import pipeline
 from fedjax_compress.data.prefetch import prefetched
+from configs import default as default_config
 from experiments.checkpoint import Checkpointer
 from fedjax_compress.data.sources import SOURCE_NAMES as DATASETS, load_federated
 from fedjax_compress.learning import distributed, execution
@@ -232,8 +233,12 @@ def _prepare_workdir(config, workdir: str, allow_config_change: bool) -> None:
     with open(path) as f:
       before = json.load(f)
     now = json.loads(config.to_json_best_effort())
+    defaults = json.loads(default_config.get_config().to_json_best_effort())
+    # A key added since that run, at its default, is the behaviour that run had.
+    added_at_default = lambda k: k not in before and k in defaults and now.get(k) == defaults[k]
     changed = sorted(k for k in set(before) | set(now)
-                     if before.get(k) != now.get(k) and k not in RESUMABLE_CHANGES)
+                     if before.get(k) != now.get(k) and k not in RESUMABLE_CHANGES
+                     and not added_at_default(k))
     if changed:
       raise ConfigError(
           f"{workdir} holds a run with a different config ({', '.join(f'{k}: {before.get(k)!r} -> {now.get(k)!r}' for k in changed)}). "

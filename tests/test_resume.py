@@ -125,3 +125,16 @@ def test_error_feedback_rows_and_a_compressed_downlink_resume_exactly(tmp_path):
   assert after_stop(_metrics(stopped)) == after_stop(_metrics(tmp_path / "unbroken"))
   assert unbroken[-1]["round_update_bits"] < unbroken[-1]["round_aggregated_bits"]
   assert unbroken[-1]["round_broadcasted_bits"] < 25 * 32 * 100_000
+
+
+def test_a_workdir_from_before_a_key_was_added_still_resumes(tmp_path):
+  """Keys added later, at their defaults, and the (empty) client-state table of a
+  stateless aggregator do not stop an older run from resuming."""
+  train.train_and_evaluate(_config(rounds=1), str(tmp_path))
+  path = tmp_path / "config.json"
+  old = json.loads(path.read_text())
+  for key in ("error_feedback", "client_state_dtype", "broadcast_stages"):
+    del old[key]
+  path.write_text(json.dumps(old))
+  history = train.train_and_evaluate(_config(rounds=2), str(tmp_path))
+  assert [r["round"] for r in history] == [1, 2]
