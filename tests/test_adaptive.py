@@ -196,6 +196,10 @@ def test_the_rule_on_its_boundaries():
   assert rule(1, 0.0) == 1  # nothing narrower
   assert rule(8, 1.0) == 8 and rule(2, 0.0, lo=2) == 2  # clipped
   assert rule(2, 0.0) == 1
+  # With a margin, a bit is dropped only with that much slack.
+  margin_rule = lambda d: int(next_bits(jnp.int32(4), jnp.float32(d), target, 1, 8, 1.5))
+  assert margin_rule(target / (15 / 7)**2 * 0.99) == 4
+  assert margin_rule(target / (15 / 7)**2 / 1.5 * 0.99) == 3
 
 
 def test_update_averages_the_distortions_of_the_round_s_clients():
@@ -206,7 +210,7 @@ def test_update_averages_the_distortions_of_the_round_s_clients():
   # One client misses the target, the mean meets it (and 3 bits would not): keep 4.
   assert int(stage.update(jnp.int32(4), with_distortions(0.0, 0.015, 0.0101))) == 4
   assert int(stage.update(jnp.int32(4), with_distortions(0.0, 0.015, 0.0160))) == 5
-  assert int(stage.update(jnp.int32(4), with_distortions(0.0, 0.001, 0.0))) == 3
+  assert int(stage.update(jnp.int32(4), with_distortions(0.0, 0.001, 0.0))) == 3  # 1.5x slack
 
 
 def _run_controller(stage, x, rounds, seed=0):
@@ -284,7 +288,7 @@ def test_encode_under_jit_compiles_once_for_every_width():
     dict(target_vnmse=0.0), dict(target_vnmse=-1.0), dict(target_vnmse=float("nan")),
     dict(min_bits=0), dict(max_bits=17, initial_bits=4), dict(min_bits=5, initial_bits=4),
     dict(initial_bits=9, max_bits=8), dict(min_bits=3, max_bits=2, initial_bits=3),
-    dict(initial_bits=4.0),
+    dict(initial_bits=4.0), dict(drop_margin=0.5),
 ])
 def test_invalid_arguments_are_rejected(kwargs):
   kwargs = {"target_vnmse": 1e-2, **kwargs}

@@ -6,17 +6,19 @@ stage's state. Every client reports the distortion of its own message,
 ||x_hat - x||^2 / ||x||^2 (it can decode what it sends), and after each round `update`
 sets the width of the next from the clients' mean distortion D:
 
-  D > target                                  -> b + 1 (the target was missed)
-  D * ((2^b - 1) / (2^(b-1) - 1))^2 <= target -> b - 1 (b - 1 would still meet it)
-  otherwise                                   -> b
+  D > target                                           -> b + 1 (the target was missed)
+  margin * D * ((2^b - 1) / (2^(b-1) - 1))^2 <= target -> b - 1 (b - 1 would meet it)
+  otherwise                                            -> b
 
 clipped to [min_bits, max_bits]. The distortion of uniform quantization scales with the
 squared step, (hi - lo)^2 / (2^b - 1)^2, so the factor predicts the distortion at b - 1
 (it is at least 4; a 1-bit quantizer never drops). Both conditions cannot hold at once,
 and a width that meets the target is left only when a narrower one is predicted to meet
 it too, so the width settles at the smallest one that meets the target. The prediction
-is a model: where the true growth exceeds the factor (stochastic rounding of a Gaussian
-at 2 -> 1 bits grows it ~12x, not 9x), a target in between makes the width alternate.
+is a model: the true growth can exceed the factor (stochastic rounding of a Gaussian
+grows it ~12x, not 9x, from 2 to 1 bits; ~4.7x, not 4.3x, from 5 to 4), and a target in
+that gap would make the width alternate. `drop_margin` (default 1.5) asks for that much
+slack before dropping a bit, which covers those gaps.
 
 The codes travel at exactly b bits each in a `Stream` whose buffer holds `max_bits` per
 code; b is a traced value, so one compiled program serves every width. The message
@@ -120,16 +122,18 @@ def drop_factor(bits: jax.Array) -> jax.Array:
 
 
 def next_bits(bits: jax.Array, distortion: jax.Array, target_vnmse: float, min_bits: int,
-              max_bits: int) -> jax.Array:
+              max_bits: int, drop_margin: float = 1.0) -> jax.Array:
   """The control rule: the width after a round at `bits` with mean `distortion` (int32)."""
   bits = jnp.asarray(bits, jnp.int32)
+  predicted = drop_margin * distortion * drop_factor(bits)
   new = jnp.where(distortion > target_vnmse, bits + 1,
-                  jnp.where(distortion * drop_factor(bits) <= target_vnmse, bits - 1, bits))
+                  jnp.where(predicted <= target_vnmse, bits - 1, bits))
   return jnp.clip(new, min_bits, max_bits).astype(jnp.int32)
 
 
 def adaptive_quantize(target_vnmse: float, *, min_bits: int = 1, max_bits: int = 8,
-                      initial_bits: int = 4, stochastic: bool = True) -> Stage:
+                      initial_bits: int = 4, stochastic: bool = True,
+                      drop_margin: float = 1.5) -> Stage:
   """Uniform quantization at a width in [min_bits, max_bits] steered to `target_vnmse`.
 
   Args:
@@ -138,6 +142,8 @@ def adaptive_quantize(target_vnmse: float, *, min_bits: int = 1, max_bits: int =
     min_bits, max_bits: the range of widths (1 <= min_bits <= max_bits <= 16).
     initial_bits: the width of the first round.
     stochastic: stochastic (unbiased) rounding, else round to nearest.
+    drop_margin: drop a bit only if the predicted distortion times this meets the
+      target (>= 1; 1 trusts the prediction exactly).
 
   State: the width, an int32 scalar. Side information: an `AdaptiveSide`. `values` is an
   empty array: the codes travel in the side's `Stream`, so nothing can follow this stage
@@ -150,6 +156,8 @@ def adaptive_quantize(target_vnmse: float, *, min_bits: int = 1, max_bits: int =
   if not 1 <= min_bits <= initial_bits <= max_bits <= MAX_BITS:
     raise ValueError(f"Need 1 <= min_bits <= initial_bits <= max_bits <= {MAX_BITS}; got "
                      f"min_bits={min_bits}, initial_bits={initial_bits}, max_bits={max_bits}.")
+  if not drop_margin >= 1:
+    raise ValueError(f"drop_margin={drop_margin!r} must be >= 1.")
   if not target_vnmse > 0:  # also rejects NaN
     raise ValueError(f"target_vnmse={target_vnmse!r} must be positive.")
   target_vnmse = float(target_vnmse)
@@ -182,6 +190,7 @@ def adaptive_quantize(target_vnmse: float, *, min_bits: int = 1, max_bits: int =
     return _dequantize(codes, side.lo, side.hi, bits).reshape(spec.shape).astype(spec.dtype)
 
   def update(state, sides):
-    return next_bits(state, jnp.mean(sides.distortion), target_vnmse, min_bits, max_bits)
+    return next_bits(state, jnp.mean(sides.distortion), target_vnmse, min_bits, max_bits,
+                     drop_margin)
 
   return Stage(init, encode, decode, commutes_with_sum=False, update=update)
