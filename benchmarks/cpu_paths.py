@@ -25,7 +25,7 @@ XLA:CPU flags are read when jax starts, so every flag set is its own subprocess 
 *config*); the configs run in turn, `--passes` times (reversed order on odd passes). A
 flag the installed jaxlib does not know makes XLA abort: such a config is reported as
 `unknown flag`. Final parameters of every client are compared with those of `loop` under
-default flags (`max |dp|`), and every variant's timings with each other (`nondet`: max
+default flags (`max |dp|`), and each variant's results across its repeats (`nondet`: max
 difference between repeats; 0 means deterministic). `cpu/wall` is the process's CPU
 time over wall time during a timing: about 1 means one core's worth was used, so
 intra-op or inter-client parallelism had nothing to run on (check the load average
@@ -224,7 +224,6 @@ def _run_config(config: str, tag: str) -> dict:
   xla_flags, _, note = CONFIGS[config]
   out = f"/tmp/cpu_paths_{os.getpid()}_{config}_{tag}.json"
   env = dict(os.environ, XLA_FLAGS=xla_flags)
-  env.pop("JAX_PLATFORMS", None)
   env["JAX_PLATFORMS"] = "cpu"
   cmd = [sys.executable, "-m", "benchmarks.cpu_paths", f"--worker={config}",
          f"--worker_out={out}", f"--steps={FLAGS.steps}", f"--clients={FLAGS.clients}",
