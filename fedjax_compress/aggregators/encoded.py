@@ -76,13 +76,6 @@ def decode_clients(codec: LeafCodec, state, enc, shared: SharedKeys, lo: int = 0
       lo))(enc.values, enc.side, shared.client)
 
 
-def encoded_bits_bound(codec: LeafCodec, state) -> int:
-  """The static size of one client's encoding of the leaf (streams at capacity)."""
-  key = jax.random.key(0)
-  enc = jax.eval_shape(lambda x: codec.stage.encode(state, x, key, key), codec.spec)
-  return payload_bits(enc)
-
-
 def encoded_sum(stage: Stage | Policy, *, threshold: int = 0,
                 sum_before_decode: bool = True) -> Aggregator:
   """Sum of client updates, each leaf sent through a stage.
@@ -105,24 +98,21 @@ def encoded_sum(stage: Stage | Policy, *, threshold: int = 0,
 
   def start(state, spec, num_clients):
     codecs, _ = codecs_of(spec)
-    bound = 0  # (this module's `sum` shadows the builtin)
+    key = jax.random.key(0)  # shapes only
+    leaves, bound = [], 0
     for codec, leaf_state in zip(codecs, state):
-      bound += encoded_bits_bound(codec, leaf_state)
+      parts = codec.stage.parts
+      enc = jax.eval_shape(lambda x: codec.stage.encode(leaf_state, x, key, key), codec.spec)
+      bound += payload_bits(enc)
+      summed = jax.eval_shape(
+          lambda e: decode_parts(parts, leaf_state, e.values, e.side,
+                                 input_specs(parts, leaf_state, codec.spec),
+                                 SharedKeys(key, key), len(parts), codec.commuting), enc)
+      every_side = jax.tree.map(lambda a: Spec((num_clients,) + a.shape, a.dtype), enc.side)
+      leaves.append({"sum": _zeros(summed), "commuting_sides": _zeros(enc.side[:codec.commuting]),
+                     "sides": _zeros(every_side) if codec.stage.update else ()})
     if bound >= 2**31:
       raise ValueError(f"A client payload of up to {bound} bits exceeds the int32 bit counter.")
-    leaves = []
-    for codec, leaf_state in zip(codecs, state):
-      enc = jax.eval_shape(lambda x: codec.stage.encode(leaf_state, x, jax.random.key(0),
-                                                        jax.random.key(0)), codec.spec)
-      summed = jax.eval_shape(
-          lambda e: decode_parts(codec.stage.parts, leaf_state, e.values, e.side,
-                                 input_specs(codec.stage.parts, leaf_state, codec.spec),
-                                 SharedKeys(jax.random.key(0), jax.random.key(0)),
-                                 len(codec.stage.parts), codec.commuting), enc)
-      sides = enc.side[:codec.commuting]
-      every_side = jax.tree.map(lambda a: Spec((num_clients,) + a.shape, a.dtype), enc.side)
-      leaves.append({"sum": _zeros(summed), "commuting_sides": _zeros(sides),
-                     "sides": _zeros(every_side) if codec.stage.update else ()})
     return {"leaves": tuple(leaves), "bits": zero_bits(num_clients)}
 
   def accumulate(state, partial, updates, weights, clients, key):
