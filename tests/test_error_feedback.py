@@ -198,7 +198,7 @@ def test_the_table_holds_a_row_per_client_and_changes_only_the_round_s(tiny_mode
 
 def test_every_strategy_gives_the_same_error_feedback_rounds(tiny_model, small_data):
   reference, ref_history = _rounds(_ef_process(tiny_model, small_data.client_ids), small_data)
-  for strategy in ("chunked", "vmap"):
+  for strategy in ("chunked", "vmap", "sharded"):
     state, history = _rounds(_ef_process(tiny_model, small_data.client_ids, strategy), small_data)
     for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(reference)):
       np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
