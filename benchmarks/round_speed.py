@@ -54,10 +54,12 @@ flags.DEFINE_integer("rounds", 12, "Timed rounds per configuration (after one wa
 flags.DEFINE_integer("examples_per_client", 0,
                      "If > 0, re-cut the pooled examples into clients of this many examples.")
 flags.DEFINE_integer("chunk_size", 8, "Clients per chunk for the chunked strategy.")
+flags.DEFINE_list("threads", ["2"], "client_threads of the sequential strategy (one run each).")
 flags.DEFINE_string("model", "cnn", "Model name (models.create_model).")
 flags.DEFINE_string("data_dir", None, "LEAF FEMNIST folder; default ../shared/data/femnist_leaf_niid05.")
 flags.DEFINE_float("memory_limit_gib", 16.0, "Address-space limit of each configuration's run.")
-flags.DEFINE_string("one", None, "Internal: run one configuration 'strategy,aggregator,clients'.")
+flags.DEFINE_string("one", None,
+                    "Internal: run one configuration 'strategy,aggregator,clients,threads'.")
 flags.DEFINE_string("one_out", None, "Internal: where that run writes its record.")
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "femnist_leaf_niid05"
@@ -127,10 +129,10 @@ def round_batches(data, clients):
           for r in range(FLAGS.rounds + 1)]
 
 
-def time_configuration(data, strategy, aggregator_name, batches):
+def time_configuration(data, strategy, aggregator_name, batches, threads):
   model = models.create_model(FLAGS.model, 10)
   process = learning.fed_avg(model, optax.sgd(0.02), optax.sgd(1.0), strategy=strategy,
-                             chunk_size=FLAGS.chunk_size,
+                             chunk_size=FLAGS.chunk_size, client_threads=threads,
                              aggregator=(None if aggregator_name == "default" else
                                          aggregators.create_aggregator(aggregator_name)))
   baseline, step_flops = baseline_runner(model, 0.02)
@@ -153,6 +155,7 @@ def time_configuration(data, strategy, aggregator_name, batches):
   flops = step_flops(state.params, batches[0])
   return {
       "strategy": process.strategy, "aggregator": aggregator_name, "model": FLAGS.model,
+      "client_threads": threads if process.strategy == "sequential" else None,
       "clients_per_round": batches[0].num_clients,
       "median_round_s": median, "baseline_round_s": base, "ratio_to_baseline": median / base,
       "examples_per_s": examples / median, "median_examples_per_round": examples,
@@ -165,9 +168,10 @@ def time_configuration(data, strategy, aggregator_name, batches):
 
 def run_one(spec: str, out: str) -> None:
   """One configuration, in this (child) process; writes its record as JSON to `out`."""
-  strategy, aggregator_name, clients = spec.split(",")
+  strategy, aggregator_name, clients, threads = spec.split(",")
   data, source = load_workload()
-  record = time_configuration(data, strategy, aggregator_name, round_batches(data, int(clients)))
+  record = time_configuration(data, strategy, aggregator_name, round_batches(data, int(clients)),
+                              int(threads))
   record.update(data=source, backend=jax.default_backend(), device=str(jax.devices()[0]),
                 cpu_count=os.cpu_count(), machine=platform.machine(), jax=jax.__version__)
   # Measured right after the rounds, so that both see about the same load.
@@ -176,7 +180,7 @@ def run_one(spec: str, out: str) -> None:
   Path(out).write_text(json.dumps(record))
 
 
-def run_in_subprocess(strategy: str, aggregator_name: str, clients: int) -> dict:
+def run_in_subprocess(strategy: str, aggregator_name: str, clients: int, threads: int) -> dict:
   limit = int(FLAGS.memory_limit_gib * 2**30)
 
   def cap_memory():
@@ -188,13 +192,13 @@ def run_in_subprocess(strategy: str, aggregator_name: str, clients: int) -> dict
     start = time.perf_counter()
     result = subprocess.run(
         [sys.executable, "-m", "benchmarks.round_speed", *passed,
-         f"--one={strategy},{aggregator_name},{clients}", f"--one_out={out}"],
+         f"--one={strategy},{aggregator_name},{clients},{threads}", f"--one_out={out}"],
         cwd=Path(__file__).resolve().parents[1], preexec_fn=cap_memory, capture_output=True,
         text=True, check=False)
     if result.returncode == 0 and out.exists():
       return json.loads(out.read_text())
   return {"strategy": strategy, "aggregator": aggregator_name, "model": FLAGS.model,
-          "clients_per_round": clients, "failed": True, "returncode": result.returncode,
+          "clients_per_round": clients, "client_threads": threads, "failed": True, "returncode": result.returncode,
           "wall_s": time.perf_counter() - start,
           "memory_limit_gib": FLAGS.memory_limit_gib, "error": result.stderr[-1500:]}
 
@@ -210,25 +214,29 @@ def main(argv):
   records = []
   for clients in map(int, FLAGS.clients):
     for strategy in FLAGS.strategies:
-      for name in FLAGS.aggregators:
-        record = run_in_subprocess(strategy, name, clients)
-        records.append(record)
-        print(f"done: {clients} clients, {strategy} / {name}"
-              f"{' FAILED: ' + record['error'][-300:] if record.get('failed') else ''}", flush=True)
+      for threads in map(int, FLAGS.threads if strategy == "sequential" else ["1"]):
+        for name in FLAGS.aggregators:
+          record = run_in_subprocess(strategy, name, clients, threads)
+          records.append(record)
+          print(f"done: {clients} clients, {strategy} x{threads} / {name}"
+                f"{' FAILED: ' + record['error'][-300:] if record.get('failed') else ''}",
+                flush=True)
   print(f"\n{FLAGS.model} rounds, median of {FLAGS.rounds} rounds; 'of matmul': the round's "
         f"GFLOP/s over the float32 2048x2048 matmul's, measured in the same run:\n")
-  header = (f"{'clients':>7} {'strategy':<11} {'aggregator':<12} {'s/round':>8} {'baseline':>9} "
+  header = (f"{'clients':>7} {'strategy':<11} {'threads':>7} {'aggregator':<12} {'s/round':>8} "
+            f"{'baseline':>9} "
             f"{'ratio':>6} {'examples/s':>11} {'GFLOP/s':>8} {'of matmul':>9} {'compile s':>10} "
             f"{'peak RSS MiB':>13}")
   print(header)
   print("-" * len(header))
   for r in records:
     if r.get("failed"):
-      print(f"{r['clients_per_round']:>7} {r['strategy']:<11} {r['aggregator']:<12} failed "
+      print(f"{r['clients_per_round']:>7} {r['strategy']:<11} {r['client_threads'] or '':>7} "
+            f"{r['aggregator']:<12} failed "
             f"(exit {r['returncode']}, limit {r['memory_limit_gib']} GiB)")
       continue
-    print(f"{r['clients_per_round']:>7} {r['strategy']:<11} {r['aggregator']:<12} "
-          f"{r['median_round_s']:>8.3f} {r['baseline_round_s']:>9.3f} "
+    print(f"{r['clients_per_round']:>7} {r['strategy']:<11} {r['client_threads'] or '':>7} "
+          f"{r['aggregator']:<12} {r['median_round_s']:>8.3f} {r['baseline_round_s']:>9.3f} "
           f"{r['ratio_to_baseline']:>6.3f} {r['examples_per_s']:>11.0f} "
           f"{r['round_gflops']:>8.1f} {r['flop_fraction']:>9.2f} {r['compile_s']:>10.2f} "
           f"{r['peak_rss_mib']:>13.0f}")

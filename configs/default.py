@@ -51,6 +51,7 @@ def get_config() -> ml_collections.ConfigDict:
   # Execution, evaluation, logging.
   config.strategy = "auto"  # "auto", "sequential", "vmap", "chunked", "sharded"
   config.chunk_size = 8
+  config.client_threads = 2  # clients "sequential" trains at once (same results for any value)
   config.eval_every = 5
   config.eval_batch_size = 500
   config.log_every = 1

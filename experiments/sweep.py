@@ -86,7 +86,8 @@ def run(base, root: Path, variants: list[str]) -> list[dict]:
                  f"{r['broadcast_bits_per_param']:.3f} |")
   (root / "frontier.md").write_text("\n".join(lines) + "\n")
   print("\n".join(lines))
-  fig = plot.plot_workdirs([str(w) for w in workdirs], [r["variant"] for r in rows])
+  # Rates differ by orders of magnitude: a log axis keeps every curve readable.
+  fig = plot.plot_workdirs([str(w) for w in workdirs], [r["variant"] for r in rows], logx=True)
   plot.save(fig, root / "frontier")
   return rows
 

@@ -64,7 +64,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   check(config.client_weighting in learning.fed_avg_lib.WEIGHTINGS, "client_weighting",
         f"valid values are {list(learning.fed_avg_lib.WEIGHTINGS)}")
   for key in ("rounds", "clients_per_round", "batch_size", "epochs", "eval_every",
-              "eval_batch_size", "log_every", "chunk_size", "keep_checkpoints"):
+              "eval_batch_size", "log_every", "chunk_size", "keep_checkpoints",
+              "client_threads"):
     check(int(config[key]) >= 1, key, "it must be an integer >= 1")
   check(config.checkpoint_every >= 0, "checkpoint_every", "it must be >= 0 (0: no checkpoints)")
   for key in ("client_lr", "server_lr", "proximal_mu", "dp_noise_multiplier"):
@@ -104,7 +105,8 @@ def build_process(config, model: models.Model, client_ids=None) -> learning.Proc
       aggregator=build_aggregator(config), client_weighting=config.client_weighting,
       proximal_mu=config.proximal_mu, fed_sgd=config.fed_sgd, strategy=config.strategy,
       chunk_size=config.chunk_size, bit_accounting=config.bit_accounting,
-      client_ids=client_ids, broadcast=build_broadcast(config))
+      client_ids=client_ids, broadcast=build_broadcast(config),
+      client_threads=config.client_threads)
 
 
 def load_data(config):
@@ -222,7 +224,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
 
 # Keys that may change between the runs of one workdir: they do not change its results.
-RESUMABLE_CHANGES = ("rounds", "log_every", "checkpoint_every", "keep_checkpoints")
+RESUMABLE_CHANGES = ("rounds", "log_every", "checkpoint_every", "keep_checkpoints",
+                      "client_threads")
 
 
 def _prepare_workdir(config, workdir: str, allow_config_change: bool) -> None:

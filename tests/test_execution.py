@@ -175,3 +175,21 @@ def test_streamed_default_mean_equals_the_stacked_mean(tiny_model, small_data, w
   stacked = run("sequential", aggregators.mean())
   for strategy in ("sequential", "chunked"):
     assert_same_rounds(run(strategy, None), stacked)
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_client_threads_change_nothing_bit_for_bit(tiny_model, small_data, threads):
+  """Clients trained at once on host threads, folded in cohort order: the same bits."""
+  batch = pipeline.round_batch(small_data, small_data.client_ids, batch_size=8, seed=1)
+
+  def run(client_threads):
+    aggregator = aggregators.mean(aggregators.error_feedback(aggregators.drive(), kind="ef"))
+    process = learning.fed_avg(tiny_model, optax.sgd(0.05), optax.sgd(1.0),
+                               strategy="sequential", aggregator=aggregator,
+                               client_ids=small_data.client_ids, client_threads=client_threads)
+    return process.next(process.init(jax.random.key(0)), batch, jax.random.key(1))
+
+  (one, one_metrics), (many, many_metrics) = run(1), run(threads)
+  for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(many)):
+    np.testing.assert_array_equal(a, b)
+  assert one_metrics == many_metrics

@@ -19,6 +19,8 @@ client's update at once ([clients, ...]: 6.6 MB per CNN client).
 
 from __future__ import annotations
 
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 import jax
@@ -97,14 +99,21 @@ AddClients = Callable[[Any, Any, ClientOutput, jax.Array], Any]
 
 
 class SequentialClients:
-  """Runs clients one at a time, one jitted call per non-empty batch.
+  """Runs clients one jitted call per non-empty batch, on `threads` host threads.
 
-  Each client's output is folded into the round's running results (`add`) as soon as it
-  is done, in the same call that computes its delta, so memory does not grow with the
-  cohort.
+  Each client's steps are a loop of one jitted step, as in a plain training loop. With
+  `threads > 1`, that many clients train at once, each on its own host thread (jitted
+  calls release the GIL), which uses the cores that one convolution step leaves idle.
+  Either way each client computes exactly what it computes alone, and the clients are
+  folded into the round's running results (`add`) one at a time in cohort order, so
+  the results do not depend on `threads` (tested bit for bit). Memory: at most
+  `2 * threads` clients' states are alive at once, not the cohort's.
   """
 
-  def __init__(self, trainer: ClientTrainer, add: AddClients):
+  def __init__(self, trainer: ClientTrainer, add: AddClients, threads: int = 1):
+    if threads < 1:
+      raise ValueError(f"threads={threads} must be >= 1.")
+    self._threads = threads
     self._init = jax.jit(trainer.init)
     # No buffer donation for the step: on XLA:CPU it made each step ~6% slower
     # (benchmarks/RESULTS.md). The running results are donated: updated in place.
@@ -112,15 +121,33 @@ class SequentialClients:
     self._add = jax.jit(lambda acc, context, carry, g, index: add(
         acc, context, _one(trainer.finalize(carry, g)), index), donate_argnums=0)
 
+  def _train(self, start, global_params, x, y, mask, key, batches):
+    carry = start
+    for b in batches:
+      carry = self._step(carry, global_params, x[b], y[b], mask[b], key, np.int32(b))
+    return jax.block_until_ready(carry)
+
   def __call__(self, acc, context, global_params, x, y, mask, client_keys):
     active = np.asarray(mask).any(axis=-1)
     start = self._init(global_params)
-    for c in range(x.shape[0]):
-      carry = start
-      for b in np.flatnonzero(active[c]):
-        carry = self._step(carry, global_params, x[c, b], y[c, b], mask[c, b], client_keys[c],
-                           np.int32(b))
-      acc = self._add(acc, context, carry, global_params, np.asarray([c], np.int32))
+    train = lambda c: self._train(start, global_params, x[c], y[c], mask[c], client_keys[c],
+                                  np.flatnonzero(active[c]))
+    fold = lambda acc, c, carry: self._add(acc, context, carry, global_params,
+                                           np.asarray([c], np.int32))
+    if self._threads == 1:
+      for c in range(x.shape[0]):
+        acc = fold(acc, c, train(c))
+      return acc
+    with ThreadPoolExecutor(self._threads, thread_name_prefix="client") as pool:
+      # A window of 2 * threads clients in flight keeps every thread busy while the
+      # main thread folds finished clients in order.
+      pending = deque()
+      for c in range(x.shape[0]):
+        pending.append(pool.submit(train, c))
+        if len(pending) == 2 * self._threads:
+          acc = fold(acc, c - len(pending) + 1, pending.popleft().result())
+      while pending:
+        acc = fold(acc, x.shape[0] - len(pending), pending.popleft().result())
     return acc
 
 
@@ -155,14 +182,15 @@ def client_weights(outputs: ClientOutput, uniform: bool) -> jax.Array:
 
 
 def client_runner(trainer: ClientTrainer, strategy: str, add: AddClients,
-                  chunk_size: int = 8) -> Callable:
+                  chunk_size: int = 8, threads: int = 1) -> Callable:
   """The host-side runner of a split strategy (`sequential` or `chunked`).
 
   `runner(acc, context, global_params, x, y, mask, client_keys) -> acc` folds every
-  client of the round into `acc` with `add`.
+  client of the round into `acc` with `add`. `threads`: clients trained at once by
+  `sequential`.
   """
   if strategy == "sequential":
-    return SequentialClients(trainer, add)
+    return SequentialClients(trainer, add, threads)
   if strategy == "chunked":
     return ChunkedClients(trainer, add, chunk_size)
   raise ValueError(f"{strategy!r} is not a split strategy.")

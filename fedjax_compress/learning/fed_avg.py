@@ -68,7 +68,7 @@ def fed_avg(model: Model, client_optimizer: optax.GradientTransformation,
             proximal_mu: float = 0.0, fed_sgd: bool = False, strategy: str = "auto",
             chunk_size: int = 8, bit_accounting: str = "exact",
             client_ids: Sequence[str] | None = None,
-            broadcast: Broadcast | None = None) -> Process:
+            broadcast: Broadcast | None = None, client_threads: int = 2) -> Process:
   """Builds FedAvg and its relatives.
 
   Args:
@@ -89,6 +89,8 @@ def fed_avg(model: Model, client_optimizer: optax.GradientTransformation,
       aggregator keeps per-client state: the table has one row per id.
     broadcast: how the model reaches clients (default: float32); clients train from the
       model as decoded and return deltas relative to it.
+    client_threads: clients that "sequential" trains at once, on host threads (the
+      same results for any value; 2 was 1.5x faster than 1 on a 2-core CPU).
   """
   if client_weighting not in WEIGHTINGS:
     raise ValueError(f"client_weighting={client_weighting!r}; valid: {WEIGHTINGS}.")
@@ -188,7 +190,7 @@ def fed_avg(model: Model, client_optimizer: optax.GradientTransformation,
     # The state lives replicated on the mesh, readable in every process.
     process_init = lambda key: sharding.replicate(init(key), mesh)
   else:
-    runner = execution.client_runner(trainer, strategy, add, chunk_size)
+    runner = execution.client_runner(trainer, strategy, add, chunk_size, client_threads)
     begin_round = jax.jit(begin, static_argnums=3)
     end_round = jax.jit(end)
 
