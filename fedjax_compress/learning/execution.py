@@ -6,10 +6,11 @@
 - `sharded`: clients sharded over a device mesh (all devices of all processes), the
   round one jitted program with collective sums (see `sharding`). The strategy for
   several devices and for multi-process runs.
-- `sequential`: a Python loop over clients and their non-empty batches, each step one
-  jitted call. On XLA:CPU this is the fastest: convolutions inside `lax.scan` ran 9-12x
-  slower per step and a `vmap` over 10 clients 5.3-5.7x slower per client-step than this
-  loop (benchmarks/RESULTS.md, `python -m benchmarks.step_forms`).
+- `sequential`: a Python loop over each client's non-empty batches, each step one
+  jitted call, `client_threads` clients at once on host threads. On XLA:CPU this is the
+  fastest: convolutions inside `lax.scan` ran 9-12x slower per step and a `vmap` over 10
+  clients 5.3-5.7x slower per client-step than a plain loop, while two clients on two
+  threads ran a round 1.35-1.48x faster than it (benchmarks/RESULTS.md).
 
 Memory. `sequential` and `chunked` stream the round: each client or chunk is folded into
 the aggregator's partial result as it finishes (`Aggregator.accumulate`), so memory grows
