@@ -211,6 +211,10 @@ def main(argv):
   if FLAGS.data_dir and not Path(FLAGS.data_dir).exists():
     raise SystemExit(f"error: --data_dir={FLAGS.data_dir} does not exist; pass a LEAF FEMNIST "
                      f"folder, or leave the flag out to use {DEFAULT_DATA} or the embedded data.")
+  for name in ("clients", "threads"):
+    if not all(v.isdigit() and int(v) >= 1 for v in FLAGS[name].value):
+      raise SystemExit(f"error: --{name}={','.join(FLAGS[name].value)} must be positive "
+                       f"integers, e.g. --{name}=1,2.")
   records = []
   for clients in map(int, FLAGS.clients):
     for strategy in FLAGS.strategies:

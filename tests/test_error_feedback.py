@@ -246,3 +246,12 @@ def test_adaptive_stages_cannot_encode_the_broadcast():
   broadcast = agg.encoded_broadcast(agg.adaptive_quantize(0.01))
   with pytest.raises(ValueError, match="Adaptive"):
     broadcast.send({"w": jnp.ones(8)}, KEY)
+
+
+def test_bad_storage_dtypes_duplicate_ids_and_thread_counts_are_named(tiny_model, small_data):
+  with pytest.raises(ValueError, match="floating dtype"):
+    agg.error_feedback(agg.drive(), storage_dtype=jnp.int8)
+  with pytest.raises(ValueError, match="duplicate"):
+    _ef_process(tiny_model, ["client_00", "client_00"])
+  with pytest.raises(ValueError, match="client_threads=0"):
+    learning.fed_avg(tiny_model, optax.sgd(0.1), optax.sgd(1.0), client_threads=0)

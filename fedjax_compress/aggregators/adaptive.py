@@ -41,6 +41,7 @@ import jax
 import jax.numpy as jnp
 
 from fedjax_compress.aggregators.core import Stream
+from fedjax_compress.aggregators.quantize import grid_step
 from fedjax_compress.aggregators.stages import Encoded, Stage
 
 MAX_BITS = 16
@@ -103,13 +104,8 @@ def _levels(bits):
   return (2.0 ** jnp.asarray(bits, jnp.float32)) - 1.0
 
 
-def _step(lo, hi, levels):
-  # A constant tensor has hi == lo: any positive step decodes it exactly.
-  return jnp.where(hi > lo, (hi - lo) / levels, 1.0)
-
-
 def _dequantize(codes, lo, hi, bits):
-  return lo + codes.astype(jnp.float32) * _step(lo, hi, _levels(bits))
+  return lo + codes.astype(jnp.float32) * grid_step(lo, hi, _levels(bits))
 
 
 def drop_factor(bits: jax.Array) -> jax.Array:
@@ -171,7 +167,7 @@ def adaptive_quantize(target_vnmse: float, *, min_bits: int = 1, max_bits: int =
     bits = jnp.clip(jnp.asarray(state, jnp.int32), min_bits, max_bits)
     levels = _levels(bits)
     lo, hi = jnp.min(x), jnp.max(x)
-    t = (x - lo) / _step(lo, hi, levels)
+    t = (x - lo) / grid_step(lo, hi, levels)
     t = jnp.floor(t + jax.random.uniform(key, t.shape)) if stochastic else jnp.round(t)
     codes = jnp.clip(t, 0, levels).astype(jnp.uint32)
     x_hat = _dequantize(codes, lo, hi, bits)

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from fedjax_compress.aggregators.core import measured_bits, payload_bits
-from fedjax_compress.aggregators.encoded import Policy, leaf_codecs
+from fedjax_compress.aggregators.encoded import Policy, above_threshold, leaf_codecs
 from fedjax_compress.aggregators.stages import Spec, Stage
 
 
@@ -37,8 +37,7 @@ def encoded_broadcast(stage: Stage | Policy, *, threshold: int = 0) -> Broadcast
 
   The stage must not be adaptive (no `update`): its state would have to travel too.
   """
-  policy = stage if not isinstance(stage, Stage) else (
-      lambda path, spec: stage if spec.size > threshold else None)
+  policy = stage if not isinstance(stage, Stage) else above_threshold(stage, threshold)
 
   def send(params, key):
     specs = jax.tree.map(lambda x: Spec(x.shape, x.dtype), params)

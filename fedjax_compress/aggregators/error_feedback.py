@@ -40,6 +40,9 @@ def error_feedback(stage: Stage | Policy, *, threshold: int = 0, kind: str = "ef
   """
   if kind not in KINDS:
     raise ValueError(f"error feedback kind={kind!r}; valid: {KINDS}.")
+  if not jnp.issubdtype(storage_dtype, jnp.floating):
+    raise ValueError(f"storage_dtype={storage_dtype!r} must be a floating dtype (float32, "
+                     f"bfloat16, float16): rows hold real-valued residuals.")
   policy = stage if not isinstance(stage, Stage) else above_threshold(stage, threshold)
   codecs_of = lambda spec: leaf_codecs(policy, spec, sum_before_decode=False)
 

@@ -32,7 +32,7 @@ def quantize_codes(bits: int, *, stochastic: bool = True) -> Stage:
   def encode(x, key, shared_key):
     x = x.reshape(-1).astype(jnp.float32)
     lo, hi = jnp.min(x), jnp.max(x)
-    scale = _step(lo, hi, levels)
+    scale = grid_step(lo, hi, levels)
     t = (x - lo) / scale
     t = jnp.floor(t + jax.random.uniform(key, t.shape)) if stochastic else jnp.round(t)
     codes = jnp.clip(t, 0, levels).astype(_code_dtype(bits))
@@ -40,13 +40,13 @@ def quantize_codes(bits: int, *, stochastic: bool = True) -> Stage:
 
   def decode(enc, spec, shared_key):
     lo, hi = enc.side
-    x = lo + enc.values.astype(jnp.float32) * _step(lo, hi, levels)
+    x = lo + enc.values.astype(jnp.float32) * grid_step(lo, hi, levels)
     return x.reshape(spec.shape).astype(spec.dtype)
 
   return stateless(encode, decode)
 
 
-def _step(lo, hi, levels):
+def grid_step(lo, hi, levels):
   # A constant tensor has hi == lo: any positive step decodes it exactly.
   return jnp.where(hi > lo, (hi - lo) / levels, 1.0)
 

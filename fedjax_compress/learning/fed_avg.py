@@ -103,6 +103,10 @@ def fed_avg(model: Model, client_optimizer: optax.GradientTransformation,
     raise ValueError("This aggregator keeps state per client (e.g. error feedback): pass "
                      "client_ids=train_data.client_ids to fed_avg.")
   row_of = {cid: i for i, cid in enumerate(client_ids or ())}
+  if client_ids and len(row_of) != len(client_ids):
+    raise ValueError("client_ids has duplicate ids: give each client of the dataset once.")
+  if client_threads < 1:
+    raise ValueError(f"client_threads={client_threads} must be >= 1.")
   trainer = gradient(model) if fed_sgd else local_sgd(model, client_optimizer,
                                                       proximal_mu=proximal_mu)
   strategy = execution.resolve(strategy)
