@@ -47,6 +47,7 @@ def quantize_codes(bits: int, *, stochastic: bool = True) -> Stage:
 
 
 def grid_step(lo, hi, levels):
+  """The step of a grid of `levels` steps spanning [lo, hi] (1 for a constant tensor)."""
   # A constant tensor has hi == lo: any positive step decodes it exactly.
   return jnp.where(hi > lo, (hi - lo) / levels, 1.0)
 
