@@ -7,16 +7,19 @@
 Workload: FedAvg, the 10-class FedAvg CNN, batch 20, 1 epoch, on the real FEMNIST digits
 in ../shared/data/femnist_leaf_niid05 when present, else the embedded digits; with
 `--examples_per_client=N` the pooled examples are re-cut into clients of N examples (so
-that a cohort of 1000 exists and finishes in minutes). Baseline: a Python loop of one
+that a cohort of 1000 exists and finishes in minutes; examples repeat, cyclically, when
+the cohort needs more than the pool holds). Baseline: a Python loop of one
 jitted single-client SGD step over the very same batches (no aggregation, no
 bookkeeping), the cost floor of any sequential implementation. Rounds of the process and
 of the baseline alternate, so that load on the machine hits both alike.
 
 Each configuration runs in its own subprocess, so `peak_rss_mib` is that run's peak
 (`ru_maxrss`), capped by `--memory_limit_gib` (address space); a run that fails is
-recorded with its error. `matmul_gflops` is the float32 2048x2048 `jnp.dot` rate
+recorded with its error. `matmul_gflops` is the float32 `--matmul_size`^2 `jnp.dot` rate
 measured in the same subprocess right after the rounds; `flop_fraction` is the round's useful rate (XLA's FLOP count of
 one training step times the non-empty batches, over the median round time) divided by it.
+On a GPU: `--memory_limit_gib=0 --matmul_size=8192`; `device_peak_mib` is the
+accelerator allocator's peak.
 """
 
 from __future__ import annotations
@@ -53,13 +56,17 @@ flags.DEFINE_list("clients", ["10"], "Clients per round (one configuration each)
 flags.DEFINE_integer("rounds", 12, "Timed rounds per configuration (after one warm-up).")
 flags.DEFINE_integer("examples_per_client", 0,
                      "If > 0, re-cut the pooled examples into clients of this many examples.")
-flags.DEFINE_integer("chunk_size", 8, "Clients per chunk for the chunked strategy.")
+flags.DEFINE_list("chunk_sizes", ["8"], "Clients per chunk of the chunked strategy (one run each).")
 flags.DEFINE_list("threads", ["2"], "client_threads of the sequential strategy (one run each).")
 flags.DEFINE_string("model", "cnn", "Model name (models.create_model).")
 flags.DEFINE_string("data_dir", None, "LEAF FEMNIST folder; default ../shared/data/femnist_leaf_niid05.")
-flags.DEFINE_float("memory_limit_gib", 16.0, "Address-space limit of each configuration's run.")
+flags.DEFINE_float("memory_limit_gib", 16.0,
+                   "Address-space limit of each configuration's run; 0: none (needed on GPUs, "
+                   "whose drivers reserve far more address space than memory).")
+flags.DEFINE_integer("matmul_size", 2048, "n of the n x n float32 matmul that sets the FLOP "
+                     "rate (2048 fills a CPU; use 8192 on a GPU).")
 flags.DEFINE_string("one", None,
-                    "Internal: run one configuration 'strategy,aggregator,clients,threads'.")
+                    "Internal: run one configuration 'strategy,aggregator,clients,threads,chunk'.")
 flags.DEFINE_string("one_out", None, "Internal: where that run writes its record.")
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "femnist_leaf_niid05"
@@ -76,8 +83,11 @@ def load_workload():
   if n > 0:
     x = np.concatenate([data.clients[c][0] for c in data.client_ids])
     y = np.concatenate([data.clients[c][1] for c in data.client_ids])
-    clients = {f"piece_{i:05d}": (x[i * n:(i + 1) * n], y[i * n:(i + 1) * n])
-               for i in range(len(y) // n)}
+    # A cohort larger than the pool holds reuses examples, cyclically.
+    pieces = max(len(y) // n, max(map(int, FLAGS.clients)))
+    order = np.arange(pieces * n) % len(y)
+    clients = {f"piece_{i:05d}": (x[order[i * n:(i + 1) * n]], y[order[i * n:(i + 1) * n]])
+               for i in range(pieces)}
     data, source = FederatedData(clients, data.num_classes, data.source), f"{source}, {n} examples/client"
   return data, source
 
@@ -98,8 +108,10 @@ def baseline_runner(model, lr):
       jax.block_until_ready(local)
 
   def step_flops(params, batch):
-    compiled = step.lower(params, batch.x[0, 0], batch.y[0, 0], batch.mask[0, 0]).compile()
-    analysis = compiled.cost_analysis()
+    # XLA:CPU's count on every backend: a GPU's leaves out the convolutions cuDNN runs.
+    args = jax.device_put((params, batch.x[0, 0], batch.y[0, 0], batch.mask[0, 0]),
+                          jax.devices("cpu")[0])
+    analysis = step.lower(*args).compile().cost_analysis()
     analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
     return float(analysis["flops"])
   return run, step_flops
@@ -109,8 +121,15 @@ def peak_rss_mib() -> float:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def device_peak_mib() -> float | None:
+  """Peak bytes the accelerator's allocator held (None on CPU, which reports none)."""
+  stats = jax.devices()[0].memory_stats()
+  return stats["peak_bytes_in_use"] / 2**20 if stats and "peak_bytes_in_use" in stats else None
+
+
 def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
-  """float32 n x n by n x n `jnp.dot`: the machine's achievable FLOP rate, median of runs."""
+  """float32 n x n by n x n `jnp.dot` at default precision (the convolutions' too): the
+  machine's achievable FLOP rate, median of runs."""
   a = jnp.asarray(np.random.default_rng(0).random((n, n), dtype=np.float32))
   dot = jax.jit(jnp.dot)
   dot(a, a).block_until_ready()
@@ -129,10 +148,10 @@ def round_batches(data, clients):
           for r in range(FLAGS.rounds + 1)]
 
 
-def time_configuration(data, strategy, aggregator_name, batches, threads):
+def time_configuration(data, strategy, aggregator_name, batches, threads, chunk_size):
   model = models.create_model(FLAGS.model, 10)
   process = learning.fed_avg(model, optax.sgd(0.02), optax.sgd(1.0), strategy=strategy,
-                             chunk_size=FLAGS.chunk_size, client_threads=threads,
+                             chunk_size=chunk_size, client_threads=threads,
                              aggregator=(None if aggregator_name == "default" else
                                          aggregators.create_aggregator(aggregator_name)))
   baseline, step_flops = baseline_runner(model, 0.02)
@@ -152,39 +171,50 @@ def time_configuration(data, strategy, aggregator_name, batches, threads):
   examples = statistics.median(int(b.mask.sum()) for b in batches[1:])
   steps = statistics.median(int(b.batches_per_client.sum()) for b in batches[1:])
   median, base = statistics.median(process_s), statistics.median(baseline_s)
-  flops = step_flops(state.params, batches[0])
+  try:
+    flops = step_flops(state.params, batches[0])
+  except Exception as error:  # pylint: disable=broad-except  # keep the timings regardless
+    print(f"no FLOP count: {error!r}", file=sys.stderr)
+    flops = float("nan")
   return {
-      "strategy": process.strategy, "aggregator": aggregator_name, "model": FLAGS.model,
+      "strategy": process.strategy, "requested_strategy": strategy,
+      "aggregator": aggregator_name, "model": FLAGS.model,
       "client_threads": threads if process.strategy == "sequential" else None,
+      "chunk_size": (None if process.strategy != "chunked" else
+                     min(learning.execution.AUTO_CHUNK_SIZE if strategy == "auto" else chunk_size,
+                         batches[0].num_clients)),
       "clients_per_round": batches[0].num_clients,
       "median_round_s": median, "baseline_round_s": base, "ratio_to_baseline": median / base,
       "examples_per_s": examples / median, "median_examples_per_round": examples,
       "median_steps_per_round": steps, "step_gflop": flops / 1e9,
       "round_gflops": steps * flops / median / 1e9,
       "compile_s": first_round_s - median, "peak_rss_mib": peak_rss_mib(),
+      "device_peak_mib": device_peak_mib(),
       "rounds": len(process_s),
   }
 
 
 def run_one(spec: str, out: str) -> None:
   """One configuration, in this (child) process; writes its record as JSON to `out`."""
-  strategy, aggregator_name, clients, threads = spec.split(",")
+  strategy, aggregator_name, clients, threads, chunk_size = spec.split(",")
   data, source = load_workload()
   record = time_configuration(data, strategy, aggregator_name, round_batches(data, int(clients)),
-                              int(threads))
+                              int(threads), int(chunk_size))
   record.update(data=source, backend=jax.default_backend(), device=str(jax.devices()[0]),
                 cpu_count=os.cpu_count(), machine=platform.machine(), jax=jax.__version__)
   # Measured right after the rounds, so that both see about the same load.
-  record["matmul_gflops"] = matmul_gflops()
+  record["matmul_gflops"] = matmul_gflops(FLAGS.matmul_size)
   record["flop_fraction"] = record["round_gflops"] / record["matmul_gflops"]
   Path(out).write_text(json.dumps(record))
 
 
-def run_in_subprocess(strategy: str, aggregator_name: str, clients: int, threads: int) -> dict:
+def run_in_subprocess(strategy: str, aggregator_name: str, clients: int, threads: int,
+                      chunk_size: int) -> dict:
   limit = int(FLAGS.memory_limit_gib * 2**30)
 
   def cap_memory():
-    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    if limit > 0:
+      resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
   passed = [a for a in sys.argv[1:] if not a.startswith(("--json", "--one"))]
   with tempfile.TemporaryDirectory() as tmp:
@@ -192,15 +222,37 @@ def run_in_subprocess(strategy: str, aggregator_name: str, clients: int, threads
     start = time.perf_counter()
     result = subprocess.run(
         [sys.executable, "-m", "benchmarks.round_speed", *passed,
-         f"--one={strategy},{aggregator_name},{clients},{threads}", f"--one_out={out}"],
+         f"--one={strategy},{aggregator_name},{clients},{threads},{chunk_size}",
+         f"--one_out={out}"],
         cwd=Path(__file__).resolve().parents[1], preexec_fn=cap_memory, capture_output=True,
         text=True, check=False)
     if result.returncode == 0 and out.exists():
       return json.loads(out.read_text())
   return {"strategy": strategy, "aggregator": aggregator_name, "model": FLAGS.model,
-          "clients_per_round": clients, "client_threads": threads, "failed": True, "returncode": result.returncode,
+          "clients_per_round": clients, "client_threads": threads,
+          "chunk_size": chunk_size if strategy == "chunked" else None,
+          "failed": True, "returncode": result.returncode,
           "wall_s": time.perf_counter() - start,
           "memory_limit_gib": FLAGS.memory_limit_gib, "error": result.stderr[-1500:]}
+
+
+def configurations():
+  """(strategy, aggregator, clients, threads, chunk size) of each run."""
+  for clients in map(int, FLAGS.clients):
+    for strategy in FLAGS.strategies:
+      all_threads = FLAGS.threads if strategy in ("sequential", "auto") else ["1"]
+      chunk_sizes = FLAGS.chunk_sizes if strategy == "chunked" else FLAGS.chunk_sizes[:1]
+      for threads in map(int, all_threads):
+        for chunk in map(int, chunk_sizes):
+          for name in FLAGS.aggregators:
+            yield strategy, name, clients, threads, chunk
+
+
+def parallelism(record) -> str:
+  """'x2': two client threads; 'c128': chunks of 128 clients; '' otherwise."""
+  if record.get("client_threads") and record["strategy"] == "sequential":
+    return f"x{record['client_threads']}"
+  return f"c{record['chunk_size']}" if record.get("chunk_size") else ""
 
 
 def main(argv):
@@ -211,39 +263,40 @@ def main(argv):
   if FLAGS.data_dir and not Path(FLAGS.data_dir).exists():
     raise SystemExit(f"error: --data_dir={FLAGS.data_dir} does not exist; pass a LEAF FEMNIST "
                      f"folder, or leave the flag out to use {DEFAULT_DATA} or the embedded data.")
-  for name in ("clients", "threads"):
+  for name in ("clients", "threads", "chunk_sizes"):
     if not all(v.isdigit() and int(v) >= 1 for v in FLAGS[name].value):
       raise SystemExit(f"error: --{name}={','.join(FLAGS[name].value)} must be positive "
                        f"integers, e.g. --{name}=1,2.")
   records = []
-  for clients in map(int, FLAGS.clients):
-    for strategy in FLAGS.strategies:
-      for threads in map(int, FLAGS.threads if strategy == "sequential" else ["1"]):
-        for name in FLAGS.aggregators:
-          record = run_in_subprocess(strategy, name, clients, threads)
-          records.append(record)
-          print(f"done: {clients} clients, {strategy} x{threads} / {name}"
-                f"{' FAILED: ' + record['error'][-300:] if record.get('failed') else ''}",
-                flush=True)
+  for strategy, name, clients, threads, chunk in configurations():
+    record = run_in_subprocess(strategy, name, clients, threads, chunk)
+    records.append(record)
+    print(f"done: {clients} clients, {strategy} {parallelism(record)} / {name}"
+          f"{' FAILED: ' + record['error'][-300:] if record.get('failed') else ''}", flush=True)
+    if FLAGS.json:  # after every run, so that a run cut short keeps what it measured
+      Path(FLAGS.json).write_text(json.dumps(records, indent=2))
   print(f"\n{FLAGS.model} rounds, median of {FLAGS.rounds} rounds; 'of matmul': the round's "
-        f"GFLOP/s over the float32 2048x2048 matmul's, measured in the same run:\n")
-  header = (f"{'clients':>7} {'strategy':<11} {'threads':>7} {'aggregator':<12} {'s/round':>8} "
+        f"GFLOP/s over the float32 {FLAGS.matmul_size}^2 matmul's, measured in the same run; "
+        f"'x': client threads, 'c': clients per chunk:\n")
+  header = (f"{'clients':>7} {'strategy':<15} {'x/c':>5} {'aggregator':<12} {'s/round':>8} "
             f"{'baseline':>9} "
             f"{'ratio':>6} {'examples/s':>11} {'GFLOP/s':>8} {'of matmul':>9} {'compile s':>10} "
-            f"{'peak RSS MiB':>13}")
+            f"{'peak RSS MiB':>13} {'device MiB':>11}")
   print(header)
   print("-" * len(header))
   for r in records:
+    label = (r.get("requested_strategy", r["strategy"]) +
+             (f":{r['strategy']}" if r.get("requested_strategy") == "auto" else ""))
     if r.get("failed"):
-      print(f"{r['clients_per_round']:>7} {r['strategy']:<11} {r['client_threads'] or '':>7} "
+      print(f"{r['clients_per_round']:>7} {label:<15} {parallelism(r):>5} "
             f"{r['aggregator']:<12} failed "
             f"(exit {r['returncode']}, limit {r['memory_limit_gib']} GiB)")
       continue
-    print(f"{r['clients_per_round']:>7} {r['strategy']:<11} {r['client_threads'] or '':>7} "
+    print(f"{r['clients_per_round']:>7} {label:<15} {parallelism(r):>5} "
           f"{r['aggregator']:<12} {r['median_round_s']:>8.3f} {r['baseline_round_s']:>9.3f} "
           f"{r['ratio_to_baseline']:>6.3f} {r['examples_per_s']:>11.0f} "
           f"{r['round_gflops']:>8.1f} {r['flop_fraction']:>9.2f} {r['compile_s']:>10.2f} "
-          f"{r['peak_rss_mib']:>13.0f}")
+          f"{r['peak_rss_mib']:>13.0f} {r.get('device_peak_mib') or 0:>11.0f}")
   if FLAGS.json:
     Path(FLAGS.json).write_text(json.dumps(records, indent=2))
     print(f"\nwrote {FLAGS.json}")

@@ -94,7 +94,7 @@ def test_sharded_on_one_device_equals_sequential(tiny_model, small_data):
 
 def test_auto_picks_sharded_for_several_accelerators_or_processes():
   assert execution.resolve("auto", "gpu", device_count=8, process_count=1) == "sharded"
-  assert execution.resolve("auto", "tpu", device_count=1, process_count=1) == "vmap"
+  assert execution.resolve("auto", "tpu", device_count=1, process_count=1) == "chunked"
   assert execution.resolve("auto", "cpu", device_count=8, process_count=1) == "sequential"
   assert execution.resolve("auto", "cpu", device_count=2, process_count=2) == "sharded"
 
@@ -193,3 +193,37 @@ def test_client_threads_change_nothing_bit_for_bit(tiny_model, small_data, threa
   for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(many)):
     np.testing.assert_array_equal(a, b)
   assert one_metrics == many_metrics
+
+
+def test_chunks_are_halved_until_they_fit_the_memory_budget(tiny_model, small_data):
+  batch = pipeline.round_batch(small_data, small_data.client_ids, batch_size=8, seed=1)
+  trainer = learning.client.local_sgd(tiny_model, optax.sgd(0.05))
+  params = tiny_model.init(jax.random.key(0))
+  add = lambda acc, context, outputs, index: acc + sum(
+      jnp.sum(d * (index[:, None] + 1).reshape((-1,) + (1,) * (d.ndim - 1)))
+      for d in jax.tree.leaves(outputs.delta))
+  keys = jax.random.split(jax.random.key(1), batch.num_clients)
+
+  def run(budget):
+    runner = execution.ChunkedClients(trainer, add, chunk_size=4, memory_budget=budget)
+    total = runner(jnp.zeros(()), (), params, batch.x, batch.y, batch.mask, keys)
+    return runner, float(total)
+
+  unlimited, reference = run(None)
+  assert unlimited.chunk_sizes == {batch.x.shape: 4}  # chunks of 4 and 2 clients
+  args = (jnp.zeros(()), (), params, batch.x, batch.y, batch.mask, keys)
+  need = {k: unlimited.chunk_bytes(args, k) for k in (1, 2, 4)}
+  assert need[1] < need[2] < need[4], need
+  fitted, total = run(need[2])
+  assert fitted.chunk_sizes == {batch.x.shape: 2}
+  np.testing.assert_allclose(total, reference, rtol=1e-5)
+  with pytest.raises(MemoryError, match="memory_budget_bytes"):
+    run(need[1] - 1)
+
+
+def test_fed_avg_passes_its_memory_budget_to_the_chunks(tiny_model, small_data):
+  batch = pipeline.round_batch(small_data, small_data.client_ids[:4], batch_size=8, seed=1)
+  process = learning.fed_avg(tiny_model, optax.sgd(0.05), optax.sgd(1.0), strategy="chunked",
+                             memory_budget_bytes=1024)
+  with pytest.raises(MemoryError, match="over the budget of 0.0 MiB"):
+    process.next(process.init(jax.random.key(0)), batch, jax.random.key(1))

@@ -91,8 +91,8 @@ def test_strategies_give_the_same_round(tiny_model, small_data):
 def test_auto_strategy_is_sequential_on_cpu_and_vmap_elsewhere():
   from fedjax_compress.learning import execution
   assert execution.resolve("auto", "cpu") == "sequential"
-  assert execution.resolve("auto", "gpu") == "vmap"
-  assert execution.resolve("auto", "tpu") == "vmap"
+  assert execution.resolve("auto", "gpu") == "chunked"
+  assert execution.resolve("auto", "tpu") == "chunked"
   with pytest.raises(ValueError, match="valid"):
     execution.resolve("fast")
 

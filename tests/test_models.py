@@ -42,3 +42,24 @@ def test_masked_loss_ignores_padding():
   sums = models.masked_metric_sums(logits, labels, mask)
   assert float(sums["correct"]) == 2 and float(sums["count"]) == 2
   assert float(models.masked_loss(logits, labels, jnp.zeros(3, bool))) == 0.0
+
+
+def test_patch_convolutions_compute_the_cnn_with_its_parameters():
+  """`cnn_patches` is the CNN with convolutions as matrix products: same params, same
+  outputs and gradients, also under `vmap` over clients with their own parameters."""
+  cnn, patches = models.create_model("cnn", 10), models.create_model("cnn_patches", 10)
+  params = jax.vmap(cnn.init)(jax.random.split(jax.random.key(0), 2))
+  assert jax.tree.structure(params) == jax.tree.structure(
+      jax.vmap(patches.init)(jax.random.split(jax.random.key(0), 2)))
+  x = jax.random.uniform(jax.random.key(1), (2, 5, 28, 28, 1))
+  y = jnp.arange(10)[:5]
+  mask = jnp.ones(5, bool)
+
+  def loss_and_grads(model):
+    fn = jax.value_and_grad(lambda p, x: models.masked_loss(model.apply(p, x), y, mask))
+    return jax.jit(jax.vmap(fn))(params, x)
+
+  (loss_a, grads_a), (loss_b, grads_b) = loss_and_grads(cnn), loss_and_grads(patches)
+  np.testing.assert_allclose(loss_a, loss_b, rtol=1e-5)
+  for a, b in zip(jax.tree.leaves(grads_a), jax.tree.leaves(grads_b)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)

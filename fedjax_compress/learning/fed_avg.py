@@ -68,7 +68,8 @@ def fed_avg(model: Model, client_optimizer: optax.GradientTransformation,
             proximal_mu: float = 0.0, fed_sgd: bool = False, strategy: str = "auto",
             chunk_size: int = 8, bit_accounting: str = "exact",
             client_ids: Sequence[str] | None = None,
-            broadcast: Broadcast | None = None, client_threads: int = 2) -> Process:
+            broadcast: Broadcast | None = None, client_threads: int = 2,
+            memory_budget_bytes: int | None = None) -> Process:
   """Builds FedAvg and its relatives.
 
   Args:
@@ -82,7 +83,8 @@ def fed_avg(model: Model, client_optimizer: optax.GradientTransformation,
     proximal_mu: FedProx's proximal coefficient.
     fed_sgd: clients send their full-batch gradient instead of training.
     strategy: "auto", "vmap", "chunked", "sequential" or "sharded" (see `execution`).
-    chunk_size: clients per chunk for "chunked".
+    chunk_size: clients per chunk for "chunked" ("auto" on one GPU/TPU picks its own:
+      `execution.AUTO_CHUNK_SIZE`, or the whole cohort when it is smaller).
     bit_accounting: "exact" counts the arrays our clients send; "tff" counts the
       training metrics as TFF's Keras metrics (build the aggregator with the same mode).
     client_ids: every client id a round may sample; needed (and only used) when the
@@ -91,6 +93,9 @@ def fed_avg(model: Model, client_optimizer: optax.GradientTransformation,
       model as decoded and return deltas relative to it.
     client_threads: clients that "sequential" trains at once, on host threads (the
       same results for any value; 2 was 1.5x faster than 1 on a 2-core CPU).
+    memory_budget_bytes: device memory a chunk of "chunked" may take; a chunk is
+      halved until its compiled program fits. None: 90% of the device's free memory
+      where the backend reports it (GPU/TPU), no limit on CPU.
   """
   if client_weighting not in WEIGHTINGS:
     raise ValueError(f"client_weighting={client_weighting!r}; valid: {WEIGHTINGS}.")
@@ -109,7 +114,10 @@ def fed_avg(model: Model, client_optimizer: optax.GradientTransformation,
     raise ValueError(f"client_threads={client_threads} must be >= 1.")
   trainer = gradient(model) if fed_sgd else local_sgd(model, client_optimizer,
                                                       proximal_mu=proximal_mu)
-  strategy = execution.resolve(strategy)
+  resolved = execution.resolve(strategy)
+  if strategy == "auto" and resolved == "chunked":
+    chunk_size = execution.AUTO_CHUNK_SIZE
+  strategy = resolved
   check_accounting(bit_accounting)
   uniform = client_weighting == "uniform"
 
@@ -194,7 +202,9 @@ def fed_avg(model: Model, client_optimizer: optax.GradientTransformation,
     # The state lives replicated on the mesh, readable in every process.
     process_init = lambda key: sharding.replicate(init(key), mesh)
   else:
-    runner = execution.client_runner(trainer, strategy, add, chunk_size, client_threads)
+    runner = execution.client_runner(
+        trainer, strategy, add, chunk_size, client_threads,
+        execution.device_memory_budget() if memory_budget_bytes is None else memory_budget_bytes)
     begin_round = jax.jit(begin, static_argnums=3)
     end_round = jax.jit(end)
 
