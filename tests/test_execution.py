@@ -1,6 +1,7 @@
 """Execution strategies: `sharded` over several devices, padding, compile counts."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -221,9 +222,15 @@ def test_chunks_are_halved_until_they_fit_the_memory_budget(tiny_model, small_da
     run(need[1] - 1)
 
 
-def test_fed_avg_passes_its_memory_budget_to_the_chunks(tiny_model, small_data):
+@pytest.mark.parametrize("strategy,fix", [("chunked", "larger memory_budget_bytes"),
+                                          ("vmap", "strategy='chunked'")])
+def test_a_round_over_the_memory_budget_says_so(tiny_model, small_data, strategy, fix):
   batch = pipeline.round_batch(small_data, small_data.client_ids[:4], batch_size=8, seed=1)
-  process = learning.fed_avg(tiny_model, optax.sgd(0.05), optax.sgd(1.0), strategy="chunked",
+  process = learning.fed_avg(tiny_model, optax.sgd(0.05), optax.sgd(1.0), strategy=strategy,
                              memory_budget_bytes=1024)
-  with pytest.raises(MemoryError, match="over the budget of 0.0 MiB"):
+  with pytest.raises(MemoryError, match=f"over the budget of 0.0 MiB.*{re.escape(fix)}"):
     process.next(process.init(jax.random.key(0)), batch, jax.random.key(1))
+  roomy = learning.fed_avg(tiny_model, optax.sgd(0.05), optax.sgd(1.0), strategy=strategy,
+                           memory_budget_bytes=2**40)
+  _, metrics = roomy.next(roomy.init(jax.random.key(0)), batch, jax.random.key(1))
+  assert metrics["train/num_examples"] == int(batch.mask.sum())

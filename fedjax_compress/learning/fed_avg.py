@@ -93,9 +93,10 @@ def fed_avg(model: Model, client_optimizer: optax.GradientTransformation,
       model as decoded and return deltas relative to it.
     client_threads: clients that "sequential" trains at once, on host threads (the
       same results for any value; 2 was 1.5x faster than 1 on a 2-core CPU).
-    memory_budget_bytes: device memory a chunk of "chunked" may take; a chunk is
-      halved until its compiled program fits. None: 90% of the device's free memory
-      where the backend reports it (GPU/TPU), no limit on CPU.
+    memory_budget_bytes: device memory a round's program may take: "chunked" halves a
+      chunk until its program fits; "vmap" raises `MemoryError` for a cohort that does
+      not fit. None: 90% of the device's free memory where the backend reports it
+      (GPU/TPU), no limit on CPU.
   """
   if client_weighting not in WEIGHTINGS:
     raise ValueError(f"client_weighting={client_weighting!r}; valid: {WEIGHTINGS}.")
@@ -187,6 +188,8 @@ def fed_avg(model: Model, client_optimizer: optax.GradientTransformation,
     results = add(results, context, outputs, jnp.arange(num_clients, dtype=jnp.int32))
     return end(state, results, context, broadcast_bits)
 
+  memory_budget = (execution.device_memory_budget() if memory_budget_bytes is None
+                   else memory_budget_bytes)
   process_init = init
   if strategy == "vmap":
     @jax.jit
@@ -194,17 +197,28 @@ def fed_avg(model: Model, client_optimizer: optax.GradientTransformation,
       train = lambda received, keys: execution.vmap_clients(trainer, received, x, y, mask, keys)
       return whole_round(state, rows, key, x.shape[0], train)
 
+    checked_shapes = set()
+
     def run_round(state, batch, rows, key):
-      return vmap_round(state, rows, key, batch.x, batch.y, batch.mask)
+      args = (state, rows, key, batch.x, batch.y, batch.mask)
+      if memory_budget is not None and batch.x.shape not in checked_shapes:
+        # Compiling here is no waste: `jit` reuses this compilation for the round.
+        need = execution.program_bytes(vmap_round.lower(*args).compile())
+        if need > memory_budget:
+          raise MemoryError(
+              f"A vmap round of {batch.num_clients} clients needs {need / 2**20:.1f} MiB of "
+              f"device memory, over the budget of {memory_budget / 2**20:.1f} MiB: use "
+              f"strategy='chunked' (or 'auto'), or fewer clients per round.")
+        checked_shapes.add(batch.x.shape)
+      return vmap_round(*args)
   elif strategy == "sharded":
     mesh = sharding.client_mesh()
     run_round = sharding.sharded_round(trainer, whole_round, mesh)
     # The state lives replicated on the mesh, readable in every process.
     process_init = lambda key: sharding.replicate(init(key), mesh)
   else:
-    runner = execution.client_runner(
-        trainer, strategy, add, chunk_size, client_threads,
-        execution.device_memory_budget() if memory_budget_bytes is None else memory_budget_bytes)
+    runner = execution.client_runner(trainer, strategy, add, chunk_size, client_threads,
+                                     memory_budget)
     begin_round = jax.jit(begin, static_argnums=3)
     end_round = jax.jit(end)
 
