@@ -34,8 +34,8 @@ from fedjax_compress.learning.client import ClientOutput, ClientTrainer
 
 STRATEGIES = ("auto", "sequential", "vmap", "chunked", "sharded")
 # The chunk of `auto` on one GPU/TPU. On an H100 a round of 1000 CNN clients ran in
-# 0.99-1.27 s with chunks of 128 (three runs), 1.11 s with 64 and 1.17 s with 32, but
-# 4.3 s with 256 and 5.2 s as one `vmap` (benchmarks/RESULTS.md).
+# 0.99-1.27 s with chunks of 128 (four runs), 1.11-1.26 s with 32, 64 and 192, but 4.3 s
+# with 256 and 5.2 s as one `vmap` (benchmarks/RESULTS.md).
 AUTO_CHUNK_SIZE = 128
 
 
