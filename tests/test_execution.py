@@ -1,5 +1,6 @@
 """Execution strategies: `sharded` over several devices, padding, compile counts."""
 
+import logging
 import os
 import re
 import subprocess
@@ -196,7 +197,7 @@ def test_client_threads_change_nothing_bit_for_bit(tiny_model, small_data, threa
   assert one_metrics == many_metrics
 
 
-def test_chunks_are_halved_until_they_fit_the_memory_budget(tiny_model, small_data):
+def test_chunks_are_halved_until_they_fit_the_memory_budget(tiny_model, small_data, caplog):
   batch = pipeline.round_batch(small_data, small_data.client_ids, batch_size=8, seed=1)
   trainer = learning.client.local_sgd(tiny_model, optax.sgd(0.05))
   params = tiny_model.init(jax.random.key(0))
@@ -215,8 +216,10 @@ def test_chunks_are_halved_until_they_fit_the_memory_budget(tiny_model, small_da
   args = (jnp.zeros(()), (), params, batch.x, batch.y, batch.mask, keys)
   need = {k: unlimited.chunk_bytes(args, k) for k in (1, 2, 4)}
   assert need[1] < need[2] < need[4], need
-  fitted, total = run(need[2])
+  with caplog.at_level(logging.INFO):
+    fitted, total = run(need[2])
   assert fitted.chunk_sizes == {batch.x.shape: 2}
+  assert "a cohort of 6 clients in chunks of 2" in caplog.text
   np.testing.assert_allclose(total, reference, rtol=1e-5)
   with pytest.raises(MemoryError, match="memory_budget_bytes"):
     run(need[1] - 1)

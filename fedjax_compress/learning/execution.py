@@ -22,6 +22,7 @@ client's update at once ([clients, ...]: 6.6 MB per CNN client).
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
@@ -216,6 +217,8 @@ class ChunkedClients:
             f"budget of {self._memory_budget / 2**20:.1f} MiB: use a smaller batch size or "
             f"model, or give fed_avg a larger memory_budget_bytes.")
       size //= 2
+    logging.info("chunked: a cohort of %d clients in chunks of %d (%.1f of %.1f MiB).",
+                 args[3].shape[0], size, need / 2**20, self._memory_budget / 2**20)
     return size
 
   def __call__(self, acc, context, global_params, x, y, mask, client_keys):
