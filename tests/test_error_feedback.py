@@ -243,7 +243,10 @@ def test_an_encoded_broadcast_is_what_clients_train_from(tiny_model, small_data)
 
 
 def test_adaptive_stages_cannot_encode_the_broadcast():
-  broadcast = agg.encoded_broadcast(agg.adaptive_quantize(0.01))
+  with pytest.raises(ValueError, match="Adaptive"):  # when the broadcast is built
+    agg.encoded_broadcast(agg.adaptive_quantize(0.01))
+  # A policy's stages are known per leaf: when the broadcast is sent.
+  broadcast = agg.encoded_broadcast(lambda path, spec: agg.adaptive_quantize(0.01))
   with pytest.raises(ValueError, match="Adaptive"):
     broadcast.send({"w": jnp.ones(8)}, KEY)
 

@@ -41,7 +41,7 @@ import jax
 import jax.numpy as jnp
 
 from fedjax_compress.aggregators.core import Stream
-from fedjax_compress.aggregators.quantize import grid_step
+from fedjax_compress.aggregators.quantize import grid_codes, grid_values
 from fedjax_compress.aggregators.stages import Encoded, Stage
 
 MAX_BITS = 16
@@ -104,10 +104,6 @@ def _levels(bits):
   return (2.0 ** jnp.asarray(bits, jnp.float32)) - 1.0
 
 
-def _dequantize(codes, lo, hi, bits):
-  return lo + codes.astype(jnp.float32) * grid_step(lo, hi, _levels(bits))
-
-
 def drop_factor(bits: jax.Array) -> jax.Array:
   """((2^b - 1) / (2^(b-1) - 1))^2: how much the distortion grows from b to b - 1 bits.
 
@@ -165,12 +161,9 @@ def adaptive_quantize(target_vnmse: float, *, min_bits: int = 1, max_bits: int =
     x = x.reshape(-1).astype(jnp.float32)
     # The buffer holds max_bits per code: a width outside the range must not overflow it.
     bits = jnp.clip(jnp.asarray(state, jnp.int32), min_bits, max_bits)
-    levels = _levels(bits)
-    lo, hi = jnp.min(x), jnp.max(x)
-    t = (x - lo) / grid_step(lo, hi, levels)
-    t = jnp.floor(t + jax.random.uniform(key, t.shape)) if stochastic else jnp.round(t)
-    codes = jnp.clip(t, 0, levels).astype(jnp.uint32)
-    x_hat = _dequantize(codes, lo, hi, bits)
+    codes, lo, hi = grid_codes(x, key, _levels(bits), stochastic)
+    codes = codes.astype(jnp.uint32)
+    x_hat = grid_values(codes, lo, hi, _levels(bits))
     norm = jnp.sum(x * x)
     distortion = jnp.where(norm > 0, jnp.sum((x_hat - x)**2) / jnp.where(norm > 0, norm, 1.0),
                            0.0)
@@ -183,7 +176,8 @@ def adaptive_quantize(target_vnmse: float, *, min_bits: int = 1, max_bits: int =
     n = math.prod(spec.shape)
     bits = side.bits.astype(jnp.int32)  # the message's own width, not the server's
     codes = unpack_codes(side.stream.words, bits, n)
-    return _dequantize(codes, side.lo, side.hi, bits).reshape(spec.shape).astype(spec.dtype)
+    return grid_values(codes, side.lo, side.hi, _levels(bits)).reshape(spec.shape).astype(
+        spec.dtype)
 
   def update(state, sides):
     return next_bits(state, jnp.mean(sides.distortion), target_vnmse, min_bits, max_bits,

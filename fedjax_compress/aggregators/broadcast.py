@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from fedjax_compress.aggregators.core import measured_bits, payload_bits
-from fedjax_compress.aggregators.encoded import Policy, above_threshold, leaf_codecs
+from fedjax_compress.aggregators.encoded import Policy, above_threshold, common_key, leaf_codecs
 from fedjax_compress.aggregators.stages import Spec, Stage
 
 
@@ -37,6 +37,10 @@ def encoded_broadcast(stage: Stage | Policy, *, threshold: int = 0) -> Broadcast
 
   The stage must not be adaptive (no `update`): its state would have to travel too.
   """
+  adaptive_message = ("Adaptive stages (with `update`) cannot encode the broadcast: "
+                              "their state would have to be broadcast as well.")
+  if isinstance(stage, Stage) and stage.update is not None:
+    raise ValueError(adaptive_message)  # A policy's stages are known only per leaf, in `send`.
   policy = stage if not isinstance(stage, Stage) else above_threshold(stage, threshold)
 
   def send(params, key):
@@ -45,10 +49,9 @@ def encoded_broadcast(stage: Stage | Policy, *, threshold: int = 0) -> Broadcast
     received, bits = [], jnp.zeros((), jnp.int32)
     for i, (codec, leaf) in enumerate(zip(codecs, treedef.flatten_up_to(params))):
       if codec.stage.update is not None:
-        raise ValueError("Adaptive stages (with `update`) cannot encode the broadcast: "
-                         "their state would have to be broadcast as well.")
+        raise ValueError(adaptive_message)
       state = codec.stage.init(codec.spec)
-      shared = jax.random.fold_in(jax.random.fold_in(key, 1), i)
+      shared = common_key(key, i)
       enc = codec.stage.encode(state, leaf, jax.random.fold_in(jax.random.fold_in(key, 0), i),
                                shared)
       bits = bits + measured_bits(enc)

@@ -13,9 +13,9 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from fedjax_compress.aggregators.core import (UPLINK_BITS, Aggregator, measured_bits, payload_bits,
-                                              set_clients, sum_over_clients, with_bits, wrap,
-                                              zero_bits)
+from fedjax_compress.aggregators.core import (UPLINK_BITS, Aggregator, Stream, measured_bits,
+                                              payload_bits, set_clients, sum_over_clients,
+                                              with_bits, wrap, zero_bits)
 from fedjax_compress.aggregators.stages import (SharedKeys, Spec, Stage, chain, decode_parts,
                                                 identity, input_specs)
 
@@ -49,6 +49,11 @@ def leaf_codecs(policy: Policy, spec_tree, *, sum_before_decode: bool = True):
   return codecs, treedef
 
 
+def common_key(key: jax.Array, leaf: int) -> jax.Array:
+  """The round's key of leaf `leaf` that every client and the server share."""
+  return jax.random.fold_in(jax.random.fold_in(key, 1), leaf)
+
+
 def client_keys(key: jax.Array, leaf: int, index: jax.Array):
   """Per-client private keys and shared keys of leaf `leaf`, for cohort positions `index`.
 
@@ -57,8 +62,15 @@ def client_keys(key: jax.Array, leaf: int, index: jax.Array):
   """
   private = jax.vmap(lambda i: jax.random.fold_in(jax.random.fold_in(
       jax.random.fold_in(key, 0), i), leaf))(index)
-  common = jax.random.fold_in(jax.random.fold_in(key, 1), leaf)
+  common = common_key(key, leaf)
   return private, SharedKeys(common, jax.vmap(lambda i: jax.random.fold_in(common, i))(index))
+
+
+def _without_streams(side):
+  """`side` without its entropy-coded streams (None in their place): `update` reads
+  statistics, and a cohort's streams would hold every client's codes until the round ends."""
+  is_stream = lambda s: isinstance(s, Stream)
+  return jax.tree.map(lambda s: None if is_stream(s) else s, side, is_leaf=is_stream)
 
 
 def encode_clients(codec: LeafCodec, state, x, private, shared: SharedKeys):
@@ -108,7 +120,8 @@ def encoded_sum(stage: Stage | Policy, *, threshold: int = 0,
           lambda e: decode_parts(parts, leaf_state, e.values, e.side,
                                  input_specs(parts, leaf_state, codec.spec),
                                  SharedKeys(key, key), len(parts), codec.commuting), enc)
-      every_side = jax.tree.map(lambda a: Spec((num_clients,) + a.shape, a.dtype), enc.side)
+      every_side = jax.tree.map(lambda a: Spec((num_clients,) + a.shape, a.dtype),
+                                _without_streams(enc.side))
       leaves.append({"sum": _zeros(summed), "commuting_sides": _zeros(enc.side[:codec.commuting]),
                      "sides": _zeros(every_side) if codec.stage.update else ()})
     if bound >= 2**31:
@@ -132,7 +145,8 @@ def encoded_sum(stage: Stage | Policy, *, threshold: int = 0,
           # Commuting sides do not depend on the data: every client's are the same.
           "commuting_sides": jax.tree.map(lambda a: a[0], enc.side[:codec.commuting]),
           "sides": (jax.tree.map(lambda all_, a: set_clients(all_, clients.index, a),
-                                 acc["sides"], enc.side) if codec.stage.update else ()),
+                                 acc["sides"], _without_streams(enc.side))
+                    if codec.stage.update else ()),
       })
     uplink = set_clients(partial["bits"][UPLINK_BITS], clients.index, bits)
     return {"leaves": tuple(leaves), "bits": {**partial["bits"], UPLINK_BITS: uplink}}, ()
@@ -141,7 +155,7 @@ def encoded_sum(stage: Stage | Policy, *, threshold: int = 0,
     codecs, treedef = codecs_of(spec)
     totals, new_state, downlink = [], [], 0
     for i, (codec, leaf_state, acc) in enumerate(zip(codecs, state, partial["leaves"])):
-      common = jax.random.fold_in(jax.random.fold_in(key, 1), i)
+      common = common_key(key, i)
       parts = codec.stage.parts
       totals.append(decode_parts(parts, leaf_state, acc["sum"], acc["commuting_sides"],
                                  input_specs(parts, leaf_state, codec.spec),

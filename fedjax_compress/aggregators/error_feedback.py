@@ -43,6 +43,10 @@ def error_feedback(stage: Stage | Policy, *, threshold: int = 0, kind: str = "ef
   if not jnp.issubdtype(storage_dtype, jnp.floating):
     raise ValueError(f"storage_dtype={storage_dtype!r} must be a floating dtype (float32, "
                      f"bfloat16, float16): rows hold real-valued residuals.")
+  adaptive_message = ("error_feedback does not support adaptive stages (with "
+                              "`update`).")
+  if isinstance(stage, Stage) and stage.update is not None:
+    raise ValueError(adaptive_message)  # A policy's stages are known only per leaf, in `init`.
   policy = stage if not isinstance(stage, Stage) else above_threshold(stage, threshold)
   codecs_of = lambda spec: leaf_codecs(policy, spec, sum_before_decode=False)
 
@@ -50,7 +54,7 @@ def error_feedback(stage: Stage | Policy, *, threshold: int = 0, kind: str = "ef
     codecs, _ = codecs_of(jax.tree.map(lambda x: Spec(x.shape, x.dtype), template))
     for codec in codecs:
       if codec.stage.update is not None:
-        raise ValueError("error_feedback does not support adaptive stages (with `update`).")
+        raise ValueError(adaptive_message)
     return tuple(c.stage.init(c.spec) for c in codecs)
 
   def client_init(template):

@@ -30,18 +30,12 @@ def quantize_codes(bits: int, *, stochastic: bool = True) -> Stage:
   levels = 2**bits - 1
 
   def encode(x, key, shared_key):
-    x = x.reshape(-1).astype(jnp.float32)
-    lo, hi = jnp.min(x), jnp.max(x)
-    scale = grid_step(lo, hi, levels)
-    t = (x - lo) / scale
-    t = jnp.floor(t + jax.random.uniform(key, t.shape)) if stochastic else jnp.round(t)
-    codes = jnp.clip(t, 0, levels).astype(_code_dtype(bits))
-    return Encoded(codes, (lo, hi))
+    codes, lo, hi = grid_codes(x.reshape(-1).astype(jnp.float32), key, levels, stochastic)
+    return Encoded(codes.astype(_code_dtype(bits)), (lo, hi))
 
   def decode(enc, spec, shared_key):
     lo, hi = enc.side
-    x = lo + enc.values.astype(jnp.float32) * grid_step(lo, hi, levels)
-    return x.reshape(spec.shape).astype(spec.dtype)
+    return grid_values(enc.values, lo, hi, levels).reshape(spec.shape).astype(spec.dtype)
 
   return stateless(encode, decode)
 
@@ -50,6 +44,20 @@ def grid_step(lo, hi, levels):
   """The step of a grid of `levels` steps spanning [lo, hi] (1 for a constant tensor)."""
   # A constant tensor has hi == lo: any positive step decodes it exactly.
   return jnp.where(hi > lo, (hi - lo) / levels, 1.0)
+
+
+def grid_codes(x, key, levels, stochastic: bool):
+  """x's points on the grid of `levels` steps over [min(x), max(x)], rounded
+  stochastically (with `key`) or to nearest: (codes as float32, lo, hi)."""
+  lo, hi = jnp.min(x), jnp.max(x)
+  t = (x - lo) / grid_step(lo, hi, levels)
+  t = jnp.floor(t + jax.random.uniform(key, t.shape)) if stochastic else jnp.round(t)
+  return jnp.clip(t, 0, levels), lo, hi
+
+
+def grid_values(codes, lo, hi, levels):
+  """The values that grid `codes` stand for."""
+  return lo + codes.astype(jnp.float32) * grid_step(lo, hi, levels)
 
 
 def bitpack(bits: int, *, word_bits: int = 32) -> Stage:

@@ -51,7 +51,7 @@ class Stage(NamedTuple):
     commutes_with_sum: decode(sum of encodings) == sum of decodes, and `side` does not
       depend on `x`; then the server sums first and decodes once.
     update: optional `update(state, sides) -> state`, run once a round with the stacked
-      side information of all clients (adaptive stages).
+      side information of all clients, entropy-coded streams left out (adaptive stages).
     parts: the stages of a chain, in encoding order; () for a single stage.
   """
   init: Callable[[Spec], Any]
