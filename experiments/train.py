@@ -163,7 +163,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   try:  # Stage names and arguments are checked before any data is read.
     build_aggregator(config)
   except ValueError as e:
-    raise ConfigError(f"config.aggregator / config.stages: {e}") from e
+    raise ConfigError(f"config.aggregator / stages / error_feedback / client_state_dtype: "
+                      f"{e}") from e
   try:
     build_broadcast(config)
   except ValueError as e:

@@ -22,7 +22,7 @@ def _inputs(rounds, clients=3, seed=0):
 
 
 def _run(aggregator, inputs):
-  """Rounds of `aggregator` over the same clients; (aggregates, sent, rows)."""
+  """Rounds of `aggregator` over the same clients; (aggregates, rows, last measurements)."""
   template = jax.tree.map(lambda x: x[0], inputs[0])
   state = aggregator.init(template)
   n = inputs[0]["w"].shape[0]

@@ -100,6 +100,10 @@ def test_bad_stages_fail_before_any_data_is_read(tmp_path, monkeypatch, stages, 
     ({"aggregator": "encoded_mean", "stages": "drive", "error_feedback": "ef",
       "client_state_dtype": "int8"}, "client_state_dtype='int8'"),
     ({"broadcast_stages": "hadamard,nope"}, "broadcast_stages: Unknown stage 'nope'"),
+    ({"aggregator": "encoded_mean", "stages": "drive", "client_state_dtype": "bfloat16"},
+     "set error_feedback too"),
+    ({"broadcast_stages": "adaptive_quantize(target_vnmse=0.1)"},
+     "broadcast_stages: Adaptive stages"),
 ])
 def test_bad_feedback_and_downlink_settings_fail_before_any_data_is_read(
     tmp_path, monkeypatch, overrides, message):

@@ -88,7 +88,7 @@ def test_strategies_give_the_same_round(tiny_model, small_data):
     np.testing.assert_allclose(metrics["train/loss"], ref_metrics["train/loss"], rtol=1e-5)
 
 
-def test_auto_strategy_is_sequential_on_cpu_and_vmap_elsewhere():
+def test_auto_strategy_is_sequential_on_cpu_and_chunked_elsewhere():
   from fedjax_compress.learning import execution
   assert execution.resolve("auto", "cpu") == "sequential"
   assert execution.resolve("auto", "gpu") == "chunked"

@@ -123,7 +123,8 @@ def test_error_feedback_rows_and_a_compressed_downlink_resume_exactly(tmp_path):
   after_stop = lambda records: [r for r in records if r["round"] > 2]
   # (The stopped run evaluated at its last round, 2; the unbroken one did not.)
   assert after_stop(_metrics(stopped)) == after_stop(_metrics(tmp_path / "unbroken"))
-  assert unbroken[-1]["round_update_bits"] < unbroken[-1]["round_aggregated_bits"]
+  # DRIVE: about one bit per parameter of the 2NN (199,210), 12 clients.
+  assert unbroken[-1]["round_update_bits"] < 12 * 2 * 199_210
   assert unbroken[-1]["round_broadcasted_bits"] < 12 * 32 * 100_000
 
 

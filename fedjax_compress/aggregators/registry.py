@@ -111,6 +111,9 @@ def create_aggregator(name: str, *, stages_spec: str = "", threshold: int = 20_0
   if client_state_dtype not in STORAGE_DTYPES:
     raise ValueError(f"client_state_dtype={client_state_dtype!r}; valid: "
                      f"{list(STORAGE_DTYPES)}.")
+  if client_state_dtype != "float32" and not error_feedback_kind:
+    raise ValueError(f"client_state_dtype={client_state_dtype!r} stores error feedback's "
+                     f"rows: set error_feedback too, or leave it at 'float32'.")
   if name == "compression":
     return presets.compression_aggregator(weighted=weighted, bits=bits, threshold=threshold,
                                           accounting=accounting)
