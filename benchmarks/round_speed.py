@@ -180,8 +180,9 @@ def time_configuration(data, strategy, aggregator_name, batches, threads, chunk_
       "strategy": process.strategy, "requested_strategy": strategy,
       "aggregator": aggregator_name, "model": FLAGS.model,
       "client_threads": threads if process.strategy == "sequential" else None,
+      # The chunk asked for; a memory budget may halve it (`ChunkedClients` logs that).
       "chunk_size": (None if process.strategy != "chunked" else
-                     min(learning.execution.AUTO_CHUNK_SIZE if strategy == "auto" else chunk_size,
+                     min(learning.execution.resolve_chunk_size(strategy, chunk_size),
                          batches[0].num_clients)),
       "clients_per_round": batches[0].num_clients,
       "median_round_s": median, "baseline_round_s": base, "ratio_to_baseline": median / base,

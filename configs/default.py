@@ -16,7 +16,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.only_digits = True
   config.shuffle = True
   # Model.
-  config.model = "cnn"  # "cnn" (FedAvg CNN) or "mlp" (the 2NN)
+  config.model = "cnn"  # "cnn", "cnn_patches" (convolutions as matmuls), "mlp" (2NN), "cifar_cnn"
   # Federated training.
   config.rounds = 30
   config.clients_per_round = 10

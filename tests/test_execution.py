@@ -237,3 +237,13 @@ def test_a_round_over_the_memory_budget_says_so(tiny_model, small_data, strategy
                            memory_budget_bytes=2**40)
   _, metrics = roomy.next(roomy.init(jax.random.key(0)), batch, jax.random.key(1))
   assert metrics["train/num_examples"] == int(batch.mask.sum())
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(chunk_size=0), "chunk_size=0 must be an int >= 1"),
+    (dict(memory_budget_bytes=-5), "memory_budget_bytes=-5 must be an int >= 1"),
+    (dict(memory_budget_bytes=1.5e9), "memory_budget_bytes=1500000000.0 must be an int"),
+])
+def test_bad_chunk_sizes_and_memory_budgets_are_named(tiny_model, kwargs, message):
+  with pytest.raises(ValueError, match=re.escape(message)):
+    learning.fed_avg(tiny_model, optax.sgd(0.05), optax.sgd(1.0), **kwargs)

@@ -57,6 +57,12 @@ def resolve(strategy: str, backend: str | None = None, device_count: int | None 
   return "sequential" if backend == "cpu" else "chunked"
 
 
+def resolve_chunk_size(strategy: str, chunk_size: int) -> int:
+  """The chunk size `strategy` runs with: `AUTO_CHUNK_SIZE` where `auto` chose
+  `chunked`, else `chunk_size`."""
+  return AUTO_CHUNK_SIZE if strategy == "auto" and resolve(strategy) == "chunked" else chunk_size
+
+
 _COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 _compiles = {"count": 0, "listening": False}
 
@@ -134,7 +140,7 @@ class SequentialClients:
     carry = start
     for b in batches:
       carry = self._step(carry, global_params, x[b], y[b], mask[b], key, np.int32(b))
-    return jax.block_until_ready(carry)
+    return carry
 
   def __call__(self, acc, context, global_params, x, y, mask, client_keys):
     active = np.asarray(mask).any(axis=-1)
@@ -147,22 +153,28 @@ class SequentialClients:
       for c in range(x.shape[0]):
         acc = fold(acc, c, train(c))
       return acc
+    # A thread finishes its client before taking the next: the window then bounds the
+    # clients in flight.
+    train_to_end = lambda c: jax.block_until_ready(train(c))
     with ThreadPoolExecutor(self._threads, thread_name_prefix="client") as pool:
       # A window of 2 * threads clients in flight keeps every thread busy while the
       # main thread folds finished clients in order.
       pending = deque()
       for c in range(x.shape[0]):
-        pending.append(pool.submit(train, c))
+        pending.append((c, pool.submit(train_to_end, c)))
         if len(pending) == 2 * self._threads:
-          acc = fold(acc, c - len(pending) + 1, pending.popleft().result())
-      while pending:
-        acc = fold(acc, x.shape[0] - len(pending), pending.popleft().result())
+          done, carry = pending.popleft()
+          acc = fold(acc, done, carry.result())
+      for done, carry in pending:
+        acc = fold(acc, done, carry.result())
     return acc
 
 
-def program_bytes(compiled) -> int:
-  """Device memory a compiled program holds at its peak: arguments, outputs, temporaries."""
-  m = compiled.memory_analysis()
+def program_bytes(jitted, *args) -> int:
+  """Device memory of `jitted`'s program for `args` at its peak: arguments, outputs,
+  temporaries (XLA's memory analysis). Compiling here is no waste: `jitted` reuses the
+  compilation when it is called with such arguments."""
+  m = jitted.lower(*args).compile().memory_analysis()
   return (m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
           - m.alias_size_in_bytes)
 
@@ -202,14 +214,14 @@ class ChunkedClients:
     """Device memory of the program that trains and folds a chunk of `size` clients;
     `args`: the runner's call arguments."""
     acc, context, global_params, x, y, mask, client_keys = args
-    # Compiling here is no waste: `jit` reuses this compilation when it runs the chunk.
-    return program_bytes(self._run_and_add.lower(
-        acc, context, global_params, x[:size], y[:size], mask[:size], client_keys[:size],
-        np.arange(size, dtype=np.int32)).compile())
+    return program_bytes(self._run_and_add, acc, context, global_params, x[:size], y[:size],
+                         mask[:size], client_keys[:size], np.arange(size, dtype=np.int32))
 
-  def _fitting_chunk(self, args) -> int:
-    """The largest chunk (halving from `chunk_size`) whose program fits the budget."""
-    size = min(self._chunk_size, args[3].shape[0])
+  def _chunk_for(self, args, cohort: int) -> int:
+    """`min(chunk_size, cohort)`, halved until its program fits the budget."""
+    size = min(self._chunk_size, cohort)
+    if self._memory_budget is None:
+      return size
     while (need := self.chunk_bytes(args, size)) > self._memory_budget:
       if size == 1:
         raise MemoryError(
@@ -218,15 +230,14 @@ class ChunkedClients:
             f"model, or give fed_avg a larger memory_budget_bytes.")
       size //= 2
     logging.info("chunked: a cohort of %d clients in chunks of %d (%.1f of %.1f MiB).",
-                 args[3].shape[0], size, need / 2**20, self._memory_budget / 2**20)
+                 cohort, size, need / 2**20, self._memory_budget / 2**20)
     return size
 
   def __call__(self, acc, context, global_params, x, y, mask, client_keys):
-    args = (acc, context, global_params, x, y, mask, client_keys)
     shape = x.shape
     if shape not in self.chunk_sizes:
-      self.chunk_sizes[shape] = (min(self._chunk_size, shape[0]) if self._memory_budget is None
-                                 else self._fitting_chunk(args))
+      self.chunk_sizes[shape] = self._chunk_for(
+          (acc, context, global_params, x, y, mask, client_keys), shape[0])
     size = self.chunk_sizes[shape]
     for start in range(0, shape[0], size):
       part = slice(start, start + size)

@@ -115,15 +115,20 @@ def fed_avg(model: Model, client_optimizer: optax.GradientTransformation,
     raise ValueError(f"client_threads={client_threads} must be >= 1.")
   trainer = gradient(model) if fed_sgd else local_sgd(model, client_optimizer,
                                                       proximal_mu=proximal_mu)
-  resolved = execution.resolve(strategy)
-  if strategy == "auto" and resolved == "chunked":
-    chunk_size = execution.AUTO_CHUNK_SIZE
-  strategy = resolved
+  if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+    raise ValueError(f"chunk_size={chunk_size!r} must be an int >= 1.")
+  if memory_budget_bytes is not None and (
+      isinstance(memory_budget_bytes, bool) or not isinstance(memory_budget_bytes, int)
+      or memory_budget_bytes < 1):
+    raise ValueError(f"memory_budget_bytes={memory_budget_bytes!r} must be an int >= 1, or "
+                     f"None for 90% of the device's free memory.")
+  chunk_size = execution.resolve_chunk_size(strategy, chunk_size)
+  strategy = execution.resolve(strategy)
   check_accounting(bit_accounting)
   uniform = client_weighting == "uniform"
 
   spec = jax.eval_shape(model.init, jax.random.key(0))
-  metrics_spec = jax.eval_shape(lambda p: trainer.init(p), spec)[-1]
+  metrics_spec = jax.eval_shape(trainer.init, spec)[-1]
   metrics_payload_bits = payload_bits(metrics_spec)
 
   def init(key):
@@ -202,8 +207,7 @@ def fed_avg(model: Model, client_optimizer: optax.GradientTransformation,
     def run_round(state, batch, rows, key):
       args = (state, rows, key, batch.x, batch.y, batch.mask)
       if memory_budget is not None and batch.x.shape not in checked_shapes:
-        # Compiling here is no waste: `jit` reuses this compilation for the round.
-        need = execution.program_bytes(vmap_round.lower(*args).compile())
+        need = execution.program_bytes(vmap_round, *args)
         if need > memory_budget:
           raise MemoryError(
               f"A vmap round of {batch.num_clients} clients needs {need / 2**20:.1f} MiB of "
