@@ -39,6 +39,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -46,12 +47,12 @@ from absl import app, flags
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("json", None, "Write the records here.")
-flags.DEFINE_integer("steps", 8, "Steps per client per timing.")
+flags.DEFINE_integer("steps", 8, "Steps per client per timing.", lower_bound=1)
 flags.DEFINE_integer("clients", 2, "Clients per timing (2 for the paired/threaded forms).")
-flags.DEFINE_integer("repeats", 4, "Timings per variant per pass.")
-flags.DEFINE_integer("passes", 2, "Passes over all configs.")
+flags.DEFINE_integer("repeats", 4, "Timings per variant per pass.", lower_bound=1)
+flags.DEFINE_integer("passes", 2, "Passes over all configs.", lower_bound=1)
 flags.DEFINE_list("configs", None, "Run only these configs (default: all).")
-flags.DEFINE_integer("timeout", 240, "Seconds per config subprocess.")
+flags.DEFINE_integer("timeout", 240, "Seconds per config subprocess.", lower_bound=1)
 flags.DEFINE_string("worker", None, "Internal: run this config's variants in this process.")
 flags.DEFINE_string("worker_out", None, "Internal: where the worker writes its results.")
 
@@ -220,9 +221,9 @@ def _worker(config: str, out: str):
 # ----------------------------------------------------------------------------- parent
 
 
-def _run_config(config: str, tag: str) -> dict:
+def _run_config(config: str, tag: str, tmp: Path) -> dict:
   xla_flags, _, note = CONFIGS[config]
-  out = f"/tmp/cpu_paths_{os.getpid()}_{config}_{tag}.json"
+  out = str(tmp / f"{config}_{tag}.json")
   env = dict(os.environ, XLA_FLAGS=xla_flags)
   env["JAX_PLATFORMS"] = "cpu"
   cmd = [sys.executable, "-m", "benchmarks.cpu_paths", f"--worker={config}",
@@ -261,30 +262,43 @@ def main(argv):
   if FLAGS.worker:
     _worker(FLAGS.worker, FLAGS.worker_out)
     return
+  unknown = sorted(set(FLAGS.configs or ()) - set(CONFIGS))
+  if unknown:
+    raise SystemExit(f"error: --configs: unknown {unknown}; valid: {sorted(CONFIGS)}.")
+  if FLAGS.clients != 2:
+    raise SystemExit(f"error: --clients={FLAGS.clients}: the paired and threaded forms run "
+                     f"2 clients; leave it at 2.")
   configs = FLAGS.configs or list(CONFIGS)
   if "default" not in configs:
     configs = ["default"] + configs
+  # The workers' results and parameters (~0.3 GB a run) live only as long as this run.
+  with tempfile.TemporaryDirectory(prefix="cpu_paths_") as tmp:
+    _compare(configs, Path(tmp))
+
+
+def _compare(configs: list[str], tmp: Path) -> None:
+  """Runs every config in its own subprocess, `--passes` times, and reports."""
   t_start = time.perf_counter()
   runs = {c: [] for c in configs}
   for p in range(FLAGS.passes):
     order = configs if p % 2 == 0 else configs[::-1]
     for c in order:
       t0 = time.perf_counter()
-      runs[c].append(_run_config(c, str(p)))
+      runs[c].append(_run_config(c, str(p), tmp))
       print(f"pass {p} {c}: {time.perf_counter() - t0:.0f} s "
             f"{runs[c][-1].get('error', '')}", flush=True)
 
-  ok = lambda c: [r for r in runs[c] if "error" not in r]
-  base_runs = ok("default")
+  good = {c: [r for r in runs[c] if "error" not in r] for c in configs}
+  base_runs = good["default"]
   if not base_runs:
     raise SystemExit("default config failed: " + json.dumps(runs["default"]))
-  pool_ms = lambda c, v: [m for r in ok(c) for m in r["variants"][v]["ms"]]
+  pool_ms = lambda c, v: [m for r in good[c] for m in r["variants"][v]["ms"]]
   base_ms = statistics.median(pool_ms("default", "loop"))
   peak = statistics.median(g for r in base_runs for g in r["variants"]["matmul"]["gflops"])
   ref_file = base_runs[0]["params_file"]
   records = []
   for c in configs:
-    if not ok(c):
+    if not good[c]:
       r = runs[c][0]
       records.append({"config": c, "variant": "-", "error": r["error"],
                       "detail": r.get("detail", ""), "note": r["note"],
@@ -293,22 +307,22 @@ def main(argv):
     for v in CONFIGS[c][1]:
       ms = pool_ms(c, v)
       med = statistics.median(ms)
-      rec = {"config": c, "variant": v, "xla_flags": CONFIGS[c][0], "note": ok(c)[0]["note"],
+      rec = {"config": c, "variant": v, "xla_flags": CONFIGS[c][0], "note": good[c][0]["note"],
              "ms_median": med, "ms_all": ms,
-             "cpu_per_wall": statistics.median(r["variants"][v]["cpu_per_wall"] for r in ok(c)),
-             "nondet": max(r["variants"][v]["nondet"] for r in ok(c))}
+             "cpu_per_wall": statistics.median(r["variants"][v]["cpu_per_wall"] for r in good[c]),
+             "nondet": max(r["variants"][v]["nondet"] for r in good[c])}
       if v == "matmul":
         rec["gflops"] = 2 * 2048**3 / (1e6 * med)
       else:
-        rec["gflops"] = ok(c)[0]["step_flops"] / (1e6 * med)
+        rec["gflops"] = good[c][0]["step_flops"] / (1e6 * med)
         rec["ratio_to_loop"] = med / base_ms
         rec["speedup"] = base_ms / med
         rec["fraction_of_matmul"] = rec["gflops"] / peak
-        rec["max_abs_dparam"], rec["param_scale"] = _max_diff(ok(c)[0]["params_file"], ref_file, v)
+        rec["max_abs_dparam"], rec["param_scale"] = _max_diff(good[c][0]["params_file"], ref_file, v)
         # Per pass, against the default loop of the same pass: load drifts between passes.
         rec["ratio_per_pass"] = [
             statistics.median(r["variants"][v]["ms"]) / statistics.median(b["variants"]["loop"]["ms"])
-            for r, b in zip(ok(c), base_runs)]
+            for r, b in zip(good[c], base_runs)]
       records.append(rec)
 
   print(f"\nFedAvg CNN client-steps (batch 20, {FLAGS.clients} clients x {FLAGS.steps} steps per "
@@ -331,7 +345,7 @@ def main(argv):
     print(f"{r['config']:<34} {r['variant']:<15} {r['ms_median']:>9.1f} {r['ratio_to_loop']:>6.2f} "
           f"{per_pass:>11} {r['gflops']:>7.1f} {r['fraction_of_matmul']:>6.2f} "
           f"{r['cpu_per_wall']:>8.2f} {r['max_abs_dparam']:>8.1e} {r['nondet']:>7.1e}  {r['note']}")
-  loads = [r[k] for c in configs for r in ok(c) for k in ("loadavg_1min_start", "loadavg_1min_end")]
+  loads = [r[k] for c in configs for r in good[c] for k in ("loadavg_1min_start", "loadavg_1min_end")]
   print(f"\ntotal {time.perf_counter() - t_start:.0f} s; param scale (max |p|) "
         f"{records[0].get('param_scale', float('nan')):.3f}; 1-min load average during the "
         f"workers {min(loads):.1f}-{max(loads):.1f} on {os.cpu_count()} CPUs (cpu/wall ~1 = one core's worth)")

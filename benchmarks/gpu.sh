@@ -5,6 +5,7 @@
 set -uo pipefail
 data=${1:?usage: benchmarks/gpu.sh LEAF_FEMNIST_DIR OUT_DIR}
 out=${2:?usage: benchmarks/gpu.sh LEAF_FEMNIST_DIR OUT_DIR}
+mkdir -p "$out"
 export PYTHONUNBUFFERED=1
 speed() { python3 -m benchmarks.round_speed --data_dir="$data" --memory_limit_gib=0 \
             --matmul_size=8192 "$@"; }
@@ -18,7 +19,7 @@ speed --model=cnn_patches --clients=1000 $per_client --rounds=2 --strategies=aut
 # The seed workload: FEMNIST digits' own clients, 10 per round.
 speed --clients=10 --rounds=5 --strategies=auto,vmap,sequential --threads=1 \
   --aggregators=mean --json="$out/gpu_seed.json"
-# TFF's compression aggregator; 100 clients per round.
+# TFF's compression aggregator at 1000 clients; then 100 clients per round.
 speed --clients=1000 $per_client --rounds=2 --strategies=auto --aggregators=compression \
   --json="$out/gpu_compression.json"
 speed --clients=100 $per_client --rounds=3 --strategies=auto,vmap --aggregators=mean \

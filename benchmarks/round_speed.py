@@ -53,18 +53,21 @@ flags.DEFINE_list("aggregators", ["mean", "compression"],
                   "Aggregators to time (aggregators.create_aggregator names); 'default' is "
                   "fed_avg's default mean, streamed under sequential/chunked.")
 flags.DEFINE_list("clients", ["10"], "Clients per round (one configuration each).")
-flags.DEFINE_integer("rounds", 12, "Timed rounds per configuration (after one warm-up).")
+flags.DEFINE_integer("rounds", 12, "Timed rounds per configuration (after one warm-up).",
+                     lower_bound=1)
 flags.DEFINE_integer("examples_per_client", 0,
-                     "If > 0, re-cut the pooled examples into clients of this many examples.")
+                     "If > 0, re-cut the pooled examples into clients of this many examples.",
+                     lower_bound=0)
 flags.DEFINE_list("chunk_sizes", ["8"], "Clients per chunk of the chunked strategy (one run each).")
 flags.DEFINE_list("threads", ["2"], "client_threads of the sequential strategy (one run each).")
 flags.DEFINE_string("model", "cnn", "Model name (models.create_model).")
 flags.DEFINE_string("data_dir", None, "LEAF FEMNIST folder; default ../shared/data/femnist_leaf_niid05.")
 flags.DEFINE_float("memory_limit_gib", 16.0,
                    "Address-space limit of each configuration's run; 0: none (needed on GPUs, "
-                   "whose drivers reserve far more address space than memory).")
+                   "whose drivers reserve far more address space than memory).",
+                   lower_bound=0)
 flags.DEFINE_integer("matmul_size", 2048, "n of the n x n float32 matmul that sets the FLOP "
-                     "rate (2048 fills a CPU; use 8192 on a GPU).")
+                     "rate (2048 fills a CPU; use 8192 on a GPU).", lower_bound=1)
 flags.DEFINE_string("one", None,
                     "Internal: run one configuration 'strategy,aggregator,clients,threads,chunk'.")
 flags.DEFINE_string("one_out", None, "Internal: where that run writes its record.")
@@ -264,6 +267,16 @@ def main(argv):
   if FLAGS.data_dir and not Path(FLAGS.data_dir).exists():
     raise SystemExit(f"error: --data_dir={FLAGS.data_dir} does not exist; pass a LEAF FEMNIST "
                      f"folder, or leave the flag out to use {DEFAULT_DATA} or the embedded data.")
+  if FLAGS.json and not Path(FLAGS.json).resolve().parent.is_dir():
+    raise SystemExit(f"error: --json={FLAGS.json}: its folder does not exist; create it first.")
+  checks = [("strategies", learning.STRATEGIES),
+            ("aggregators", (*aggregators.AGGREGATORS, "default")),
+            ("model", models.model_names())]
+  for name, valid in checks:
+    given = FLAGS[name].value if isinstance(FLAGS[name].value, list) else [FLAGS[name].value]
+    if unknown := [v for v in given if v not in valid or v == "encoded_mean"]:
+      raise SystemExit(f"error: --{name}: {unknown} is not one of the valid "
+                       f"{[v for v in valid if v != 'encoded_mean']}.")
   for name in ("clients", "threads", "chunk_sizes"):
     if not all(v.isdigit() and int(v) >= 1 for v in FLAGS[name].value):
       raise SystemExit(f"error: --{name}={','.join(FLAGS[name].value)} must be positive "
