@@ -1,6 +1,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from flax import linen, nnx
 
 from fedjax_compress import models
@@ -44,13 +45,17 @@ def test_masked_loss_ignores_padding():
   assert float(models.masked_loss(logits, labels, jnp.zeros(3, bool))) == 0.0
 
 
-def test_patch_convolutions_compute_the_cnn_with_its_parameters():
-  """`cnn_patches` is the CNN with convolutions as matrix products: same params, same
-  outputs and gradients, also under `vmap` over clients with their own parameters."""
-  cnn, patches = models.create_model("cnn", 10), models.create_model("cnn_patches", 10)
+@pytest.mark.parametrize("form", ["shifted", "patches"])
+def test_convolution_forms_compute_the_cnn_with_its_parameters(form):
+  """`cnn_shifted` and `cnn_patches` are `cnn_xla` with its convolutions as matrix
+  products: same params, same outputs and gradients, also under `vmap` over clients with
+  their own parameters."""
+  cnn, other = models.create_model("cnn_xla", 10), models.create_model(f"cnn_{form}", 10)
   params = jax.vmap(cnn.init)(jax.random.split(jax.random.key(0), 2))
-  assert jax.tree.structure(params) == jax.tree.structure(
-      jax.vmap(patches.init)(jax.random.split(jax.random.key(0), 2)))
+  other_params = jax.vmap(other.init)(jax.random.split(jax.random.key(0), 2))
+  assert jax.tree.structure(params) == jax.tree.structure(other_params)
+  for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(other_params)):
+    np.testing.assert_array_equal(a, b)
   x = jax.random.uniform(jax.random.key(1), (2, 5, 28, 28, 1))
   y = jnp.arange(10)[:5]
   mask = jnp.ones(5, bool)
@@ -59,7 +64,32 @@ def test_patch_convolutions_compute_the_cnn_with_its_parameters():
     fn = jax.value_and_grad(lambda p, x: models.masked_loss(model.apply(p, x), y, mask))
     return jax.jit(jax.vmap(fn))(params, x)
 
-  (loss_a, grads_a), (loss_b, grads_b) = loss_and_grads(cnn), loss_and_grads(patches)
+  (loss_a, grads_a), (loss_b, grads_b) = loss_and_grads(cnn), loss_and_grads(other)
   np.testing.assert_allclose(loss_a, loss_b, rtol=1e-5)
   for a, b in zip(jax.tree.leaves(grads_a), jax.tree.leaves(grads_b)):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_cnn_picks_its_convolution_form_by_backend():
+  assert models.conv_form_for_backend("cpu") == "shifted"
+  assert models.conv_form_for_backend("gpu") == models.conv_form_for_backend("tpu") == "xla"
+  with pytest.raises(ValueError, match="Unknown conv form 'fft'"):
+    models.FedAvgCNN(conv="fft").init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
+
+
+def test_shifted_patches_hold_each_pixels_neighbourhood():
+  x = jnp.arange(2 * 4 * 5 * 3, dtype=jnp.float32).reshape(2, 4, 5, 3)
+  patches = models.shifted_patches(x, (3, 3)).reshape(2, 4, 5, 3, 3, 3)
+  padded = np.pad(np.asarray(x), ((0, 0), (1, 1), (1, 1), (0, 0)))
+  for i, j in [(0, 0), (2, 3), (3, 4)]:
+    np.testing.assert_array_equal(patches[1, i, j], padded[1, i:i + 3, j:j + 3])
+
+
+
+def test_max_pool_2x2_is_flax_max_pool_with_its_gradient():
+  x = jax.random.normal(jax.random.key(0), (2, 6, 4, 3))
+  flax_pool = lambda x: linen.max_pool(x, (2, 2), strides=(2, 2), padding="SAME")
+  np.testing.assert_array_equal(models.max_pool_2x2(x), flax_pool(x))
+  cotangent = jax.random.normal(jax.random.key(1), (2, 3, 2, 3))
+  grad = lambda pool: jax.vjp(pool, x)[1](cotangent)[0]
+  np.testing.assert_array_equal(grad(models.max_pool_2x2), grad(flax_pool))

@@ -14,21 +14,56 @@ EMNIST_INPUT_SHAPE = (28, 28, 1)
 CIFAR_INPUT_SHAPE = (32, 32, 3)
 
 
-class PatchConv(nn.Module):
-  """`nn.Conv` (SAME padding, stride 1) as image patches times a matrix.
+def _conv_params(module: nn.Module, x, features: int, kernel_size: tuple[int, int]):
+  """`nn.Conv`'s parameters: `kernel` [kh, kw, in, out] and `bias` [out]."""
+  kernel = module.param("kernel", nn.initializers.lecun_normal(),
+                        tuple(kernel_size) + (x.shape[-1], features))
+  bias = module.param("bias", nn.initializers.zeros_init(), (features,))
+  return kernel, bias
 
-  The same parameters (`kernel` [kh, kw, in, out], `bias`) and function as `nn.Conv`; under
-  `vmap` over clients with their own kernels it is a batched matrix product, where
-  `nn.Conv` becomes a convolution with one feature group per client.
+
+def shifted_patches(x: jax.Array, kernel_size: tuple[int, int]) -> jax.Array:
+  """Each pixel's SAME-padded neighbourhood: [..., H, W, C] -> [..., H, W, kh * kw * C].
+
+  Built from kh * kw shifted slices of the padded image, features ordered (kh, kw, C):
+  a kernel [kh, kw, C, out] reshaped to [kh * kw * C, out] multiplies it.
+  """
+  (kh, kw), (height, width) = kernel_size, x.shape[-3:-1]
+  pads = [(0, 0)] * (x.ndim - 3) + [((kh - 1) // 2, kh // 2), ((kw - 1) // 2, kw // 2), (0, 0)]
+  padded = jnp.pad(x, pads)
+  return jnp.concatenate([padded[..., i:i + height, j:j + width, :]
+                          for i in range(kh) for j in range(kw)], axis=-1)
+
+
+class ShiftedConv(nn.Module):
+  """`nn.Conv` (SAME padding, stride 1) as shifted copies of the image times a matrix.
+
+  The same parameters and function as `nn.Conv`. On XLA:CPU its backward pass is two
+  dense matrix products, where `nn.Conv`'s backward convolutions ran 6x slower than its
+  forward (benchmarks/RESULTS.md, "CPU efficiency").
   """
   features: int
   kernel_size: tuple[int, int]
 
   @nn.compact
   def __call__(self, x):
-    kernel = self.param("kernel", nn.initializers.lecun_normal(),
-                        self.kernel_size + (x.shape[-1], self.features))
-    bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+    kernel, bias = _conv_params(self, x, self.features, self.kernel_size)
+    return shifted_patches(x, self.kernel_size) @ kernel.reshape(-1, self.features) + bias
+
+
+class PatchConv(nn.Module):
+  """`nn.Conv` (SAME padding, stride 1) as image patches times a matrix.
+
+  The same parameters and function as `nn.Conv`; under `vmap` over clients with their
+  own kernels it is a batched matrix product, where `nn.Conv` becomes a convolution with
+  one feature group per client.
+  """
+  features: int
+  kernel_size: tuple[int, int]
+
+  @nn.compact
+  def __call__(self, x):
+    kernel, bias = _conv_params(self, x, self.features, self.kernel_size)
     patches = jax.lax.conv_general_dilated_patches(
         x, self.kernel_size, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
     # Patch features are ordered (in, kh, kw).
@@ -36,21 +71,52 @@ class PatchConv(nn.Module):
     return patches @ matrix + bias
 
 
+def max_pool_2x2(x: jax.Array) -> jax.Array:
+  """2x2 max pooling, stride 2, of [B, H, W, C] with even H and W, as one reduction.
+
+  `nn.max_pool`'s (a reduce-window's) gradient took twice as long on XLA:CPU.
+  """
+  batch, height, width, channels = x.shape
+  return x.reshape(batch, height // 2, 2, width // 2, 2, channels).max(axis=(2, 4))
+
+
+def flax_max_pool_2x2(x: jax.Array) -> jax.Array:
+  """2x2 max pooling, stride 2, with Flax's `nn.max_pool` (a reduce-window)."""
+  return nn.max_pool(x, (2, 2), strides=(2, 2), padding="SAME")
+
+
+# Each form: (convolution layer, 2x2 max pooling).
+_FORMS = {"xla": (nn.Conv, flax_max_pool_2x2),
+          "shifted": (ShiftedConv, max_pool_2x2),
+          "patches": (PatchConv, flax_max_pool_2x2)}
+CONV_FORMS = ("auto",) + tuple(_FORMS)
+
+
+def conv_form_for_backend(backend: str | None = None) -> str:
+  """The CNN's fastest form measured on a backend: "shifted" on CPU, else "xla"."""
+  return "shifted" if (backend or jax.default_backend()) == "cpu" else "xla"
+
+
 class FedAvgCNN(nn.Module):
   """conv5x5x32 - pool - conv5x5x64 - pool - dense512 - dense(num_classes).
 
-  1,663,370 parameters for 10 classes, 1,690,046 for 62. `patches=True` computes the
-  convolutions as patches times a matrix (`PatchConv`): the same function and parameters.
+  1,663,370 parameters for 10 classes, 1,690,046 for 62. `conv` picks how the
+  convolutions and poolings are computed, all with the same parameters and function:
+  "xla" (Flax's `nn.Conv` and `nn.max_pool`), "shifted" (`ShiftedConv` and
+  `max_pool_2x2`: dense matrix products and reductions), "patches" (`PatchConv` and
+  `nn.max_pool`) or "auto" (the fastest measured on the default backend:
+  `conv_form_for_backend`).
   """
   num_classes: int = 10
-  patches: bool = False
+  conv: str = "auto"
 
   @nn.compact
   def __call__(self, x):
-    conv = PatchConv if self.patches else nn.Conv
+    if self.conv not in CONV_FORMS:
+      raise ValueError(f"Unknown conv form {self.conv!r}; valid forms: {CONV_FORMS}.")
+    conv, pool = _FORMS[conv_form_for_backend() if self.conv == "auto" else self.conv]
     for i, features in enumerate((32, 64)):
-      x = nn.relu(conv(features, (5, 5), name=f"Conv_{i}")(x))
-      x = nn.max_pool(x, (2, 2), strides=(2, 2), padding="SAME")
+      x = pool(nn.relu(conv(features, (5, 5), name=f"Conv_{i}")(x)))
     x = x.reshape((x.shape[0], -1))
     x = nn.relu(nn.Dense(512)(x))
     return nn.Dense(self.num_classes)(x)
@@ -86,7 +152,8 @@ class CifarCNN(nn.Module):
     return nn.Dense(self.num_classes)(x)
 
 
-_MODULES = {"cnn": FedAvgCNN, "cnn_patches": functools.partial(FedAvgCNN, patches=True),
+_MODULES = {"cnn": FedAvgCNN,
+            **{f"cnn_{form}": functools.partial(FedAvgCNN, conv=form) for form in _FORMS},
             "mlp": FedAvgMLP, "cifar_cnn": CifarCNN}
 
 
