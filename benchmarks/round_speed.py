@@ -61,6 +61,9 @@ flags.DEFINE_integer("examples_per_client", 0,
 flags.DEFINE_list("chunk_sizes", ["8"], "Clients per chunk of the chunked strategy (one run each).")
 flags.DEFINE_list("threads", ["2"], "client_threads of the sequential strategy (one run each).")
 flags.DEFINE_string("model", "cnn", "Model name (models.create_model).")
+flags.DEFINE_string("baseline_model", None,
+                    "The plain loop's model; default --model. `cnn_xla`: the same CNN with "
+                    "`nn.Conv`, the step other JAX FL libraries run.")
 flags.DEFINE_string("data_dir", None, "LEAF FEMNIST folder; default ../shared/data/femnist_leaf_niid05.")
 flags.DEFINE_float("memory_limit_gib", 16.0,
                    "Address-space limit of each configuration's run; 0: none (needed on GPUs, "
@@ -120,6 +123,10 @@ def baseline_runner(model, lr):
   return run, step_flops
 
 
+def baseline_model_name() -> str:
+  return FLAGS.baseline_model or FLAGS.model
+
+
 def peak_rss_mib() -> float:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -157,7 +164,8 @@ def time_configuration(data, strategy, aggregator_name, batches, threads, chunk_
                              chunk_size=chunk_size, client_threads=threads,
                              aggregator=(None if aggregator_name == "default" else
                                          aggregators.create_aggregator(aggregator_name)))
-  baseline, step_flops = baseline_runner(model, 0.02)
+  _, step_flops = baseline_runner(model, 0.02)
+  baseline, _ = baseline_runner(models.create_model(baseline_model_name(), 10), 0.02)
   state = process.init(jax.random.key(0))
   start = time.perf_counter()
   state, _ = process.next(state, batches[0], jax.random.key(0))
@@ -182,6 +190,7 @@ def time_configuration(data, strategy, aggregator_name, batches, threads, chunk_
   return {
       "strategy": process.strategy, "requested_strategy": strategy,
       "aggregator": aggregator_name, "model": FLAGS.model,
+      "baseline_model": baseline_model_name(),
       "client_threads": threads if process.strategy == "sequential" else None,
       # The chunk asked for; a memory budget may halve it (`ChunkedClients` logs that).
       "chunk_size": (None if process.strategy != "chunked" else
@@ -271,12 +280,13 @@ def main(argv):
     raise SystemExit(f"error: --json={FLAGS.json}: its folder does not exist; create it first.")
   checks = [("strategies", learning.STRATEGIES),
             ("aggregators", (*aggregators.AGGREGATORS, "default")),
-            ("model", models.model_names())]
+            ("model", models.model_names()),
+            ("baseline_model", [*models.model_names(), None])]
   for name, valid in checks:
     given = FLAGS[name].value if isinstance(FLAGS[name].value, list) else [FLAGS[name].value]
     if unknown := [v for v in given if v not in valid or v == "encoded_mean"]:
       raise SystemExit(f"error: --{name}: {unknown} is not one of the valid "
-                       f"{[v for v in valid if v != 'encoded_mean']}.")
+                       f"{[v for v in valid if v not in (None, 'encoded_mean')]}.")
   for name in ("clients", "threads", "chunk_sizes"):
     if not all(v.isdigit() and int(v) >= 1 for v in FLAGS[name].value):
       raise SystemExit(f"error: --{name}={','.join(FLAGS[name].value)} must be positive "
@@ -289,7 +299,8 @@ def main(argv):
           f"{' FAILED: ' + record['error'][-300:] if record.get('failed') else ''}", flush=True)
     if FLAGS.json:  # after every run, so that a run cut short keeps what it measured
       Path(FLAGS.json).write_text(json.dumps(records, indent=2))
-  print(f"\n{FLAGS.model} rounds, median of {FLAGS.rounds} rounds; 'of matmul': the round's "
+  print(f"\n{FLAGS.model} rounds against a plain loop of {baseline_model_name()} steps, median "
+        f"of {FLAGS.rounds} rounds; 'of matmul': the round's "
         f"GFLOP/s over the float32 {FLAGS.matmul_size}^2 matmul's, measured in the same run; "
         f"'x': client threads, 'c': clients per chunk:\n")
   header = (f"{'clients':>7} {'strategy':<15} {'x/c':>5} {'aggregator':<12} {'s/round':>8} "

@@ -4,7 +4,9 @@
 
 Forms: a Python loop of a jitted step (with and without buffer donation), the same
 steps inside `lax.scan` (rolled and unrolled), and a `vmap` over 10 clients with
-distinct parameters. These numbers chose the CPU strategy (`execution.resolve`).
+distinct parameters; for each model of `--models` (the CNN's convolution forms), each
+ratio against the first model's loop. These numbers chose the CPU strategy
+(`execution.resolve`) and the CNN's form on CPU (`models.conv_form_for_backend`).
 """
 
 from __future__ import annotations
@@ -25,11 +27,12 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("json", None, "Write the records here.")
 flags.DEFINE_integer("steps", 8, "Steps per timing.")
 flags.DEFINE_integer("repeats", 5, "Timings per form; the median is reported.")
+flags.DEFINE_list("models", ["cnn_xla", "cnn_shifted"], "Models (models.create_model names).")
 
 
-def main(argv):
-  del argv
-  model = models.create_model("cnn", 10)
+def time_forms(model_name: str) -> list[dict]:
+  """ms per client-step of every form, for one model."""
+  model = models.create_model(model_name, 10)
   params = model.init(jax.random.key(0))
   opt = optax.sgd(0.02)
   n = FLAGS.steps
@@ -82,16 +85,24 @@ def main(argv):
       start = time.perf_counter()
       jax.block_until_ready(run())
       times.append((time.perf_counter() - start) / count)
-    median = statistics.median(times)
-    records.append({"form": name, "ms_per_step": 1e3 * median,
+    records.append({"model": model_name, "form": name,
+                    "ms_per_step": 1e3 * statistics.median(times),
                     "first_call_s": first, "backend": jax.default_backend()})
+  return records
+
+
+def main(argv):
+  del argv
+  if unknown := sorted(set(FLAGS.models) - set(models.model_names())):
+    raise SystemExit(f"error: --models: {unknown} unknown; valid: {models.model_names()}.")
+  records = [r for name in FLAGS.models for r in time_forms(name)]
   base = records[0]["ms_per_step"]
   print(f"\nOne FedAvg CNN SGD step, batch 20, backend {jax.default_backend()}, "
-        f"median of {FLAGS.repeats}:\n")
-  print(f"{'form':<45} {'ms/step':>8} {'x loop':>7} {'first call s':>13}")
+        f"median of {FLAGS.repeats}; 'x loop': against {FLAGS.models[0]}'s loop:\n")
+  print(f"{'model':<12} {'form':<45} {'ms/step':>8} {'x loop':>7} {'first call s':>13}")
   for r in records:
     r["ratio_to_loop"] = r["ms_per_step"] / base
-    print(f"{r['form']:<45} {r['ms_per_step']:>8.1f} {r['ratio_to_loop']:>7.2f} "
+    print(f"{r['model']:<12} {r['form']:<45} {r['ms_per_step']:>8.1f} {r['ratio_to_loop']:>7.2f} "
           f"{r['first_call_s']:>13.2f}")
   if FLAGS.json:
     Path(FLAGS.json).write_text(json.dumps(records, indent=2))
