@@ -2,8 +2,8 @@
 
   python -m benchmarks.cpu_paths --json=/tmp/cpu_paths.json
 
-The FedAvg CNN, batch 20, in the form the config names (`create_model("cnn_xla")`,
-Flax's convolution and pooling, unless said otherwise), the real client step
+The FedAvg CNN, batch 20, in the form the config names (`create_model("cnn")`, Flax's
+convolution and pooling, unless said otherwise), the real client step
 (`execution._keyed_step(client.local_sgd(model, optax.sgd(0.02)))`, what
 `SequentialClients` jits). One timing = `--clients` clients x `--steps` steps each,
 every client starting from the same global parameters with its own data; reported per
@@ -64,7 +64,7 @@ flags.DEFINE_string("worker_out", None, "Internal: where the worker writes its r
 SINGLE = "--xla_cpu_multi_thread_eigen=false"
 BASE_VARIANTS = ["loop", "threads", "interleave", "paired", "matmul"]
 
-# name -> (XLA_FLAGS, variants, note[, model]); the model is "cnn_xla" unless named.
+# name -> (XLA_FLAGS, variants, note[, model]); the model is "cnn" unless named.
 CONFIGS = {
     "default": ("", BASE_VARIANTS, ""),
     "shifted": ("", BASE_VARIANTS, "cnn_shifted", "cnn_shifted"),
@@ -92,7 +92,7 @@ CONFIGS = {
 
 
 def config_model(config: str) -> str:
-  return CONFIGS[config][3] if len(CONFIGS[config]) > 3 else "cnn_xla"
+  return CONFIGS[config][3] if len(CONFIGS[config]) > 3 else "cnn"
 
 
 # ----------------------------------------------------------------------------- worker

@@ -6,7 +6,7 @@ Forms: a Python loop of a jitted step (with and without buffer donation), the sa
 steps inside `lax.scan` (rolled and unrolled), and a `vmap` over 10 clients with
 distinct parameters; for each model of `--models` (the CNN's convolution forms), each
 ratio against the first model's loop. These numbers chose the CPU strategy
-(`execution.resolve`) and the CNN's form on CPU (`models.conv_form_for_backend`).
+(`execution.resolve`).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("json", None, "Write the records here.")
 flags.DEFINE_integer("steps", 8, "Steps per timing.")
 flags.DEFINE_integer("repeats", 5, "Timings per form; the median is reported.")
-flags.DEFINE_list("models", ["cnn_xla", "cnn_shifted"], "Models (models.create_model names).")
+flags.DEFINE_list("models", ["cnn", "cnn_shifted"], "Models (models.create_model names).")
 
 
 def time_forms(model_name: str) -> list[dict]:

@@ -39,8 +39,9 @@ class ShiftedConv(nn.Module):
   """`nn.Conv` (SAME padding, stride 1) as shifted copies of the image times a matrix.
 
   The same parameters and function as `nn.Conv`. On XLA:CPU its backward pass is two
-  dense matrix products, where `nn.Conv`'s backward convolutions ran 6x slower than its
-  forward (benchmarks/RESULTS.md, "CPU efficiency").
+  dense matrix products, where `nn.Conv`'s backward convolutions are slow; in `lax.scan`
+  and under `vmap` it avoids XLA:CPU's slow convolution paths (benchmarks/RESULTS.md,
+  "CPU efficiency").
   """
   features: int
   kernel_size: tuple[int, int]
@@ -89,12 +90,7 @@ def flax_max_pool_2x2(x: jax.Array) -> jax.Array:
 _FORMS = {"xla": (nn.Conv, flax_max_pool_2x2),
           "shifted": (ShiftedConv, max_pool_2x2),
           "patches": (PatchConv, flax_max_pool_2x2)}
-CONV_FORMS = ("auto",) + tuple(_FORMS)
-
-
-def conv_form_for_backend(backend: str | None = None) -> str:
-  """The CNN's fastest form measured on a backend: "shifted" on CPU, else "xla"."""
-  return "shifted" if (backend or jax.default_backend()) == "cpu" else "xla"
+CONV_FORMS = tuple(_FORMS)
 
 
 class FedAvgCNN(nn.Module):
@@ -103,18 +99,17 @@ class FedAvgCNN(nn.Module):
   1,663,370 parameters for 10 classes, 1,690,046 for 62. `conv` picks how the
   convolutions and poolings are computed, all with the same parameters and function:
   "xla" (Flax's `nn.Conv` and `nn.max_pool`), "shifted" (`ShiftedConv` and
-  `max_pool_2x2`: dense matrix products and reductions), "patches" (`PatchConv` and
-  `nn.max_pool`) or "auto" (the fastest measured on the default backend:
-  `conv_form_for_backend`).
+  `max_pool_2x2`: dense matrix products and reductions) or "patches" (`PatchConv` and
+  `nn.max_pool`).
   """
   num_classes: int = 10
-  conv: str = "auto"
+  conv: str = "xla"
 
   @nn.compact
   def __call__(self, x):
-    if self.conv not in CONV_FORMS:
+    if self.conv not in _FORMS:
       raise ValueError(f"Unknown conv form {self.conv!r}; valid forms: {CONV_FORMS}.")
-    conv, pool = _FORMS[conv_form_for_backend() if self.conv == "auto" else self.conv]
+    conv, pool = _FORMS[self.conv]
     for i, features in enumerate((32, 64)):
       x = pool(nn.relu(conv(features, (5, 5), name=f"Conv_{i}")(x)))
     x = x.reshape((x.shape[0], -1))
@@ -153,14 +148,16 @@ class CifarCNN(nn.Module):
 
 
 _MODULES = {"cnn": FedAvgCNN,
-            **{f"cnn_{form}": functools.partial(FedAvgCNN, conv=form) for form in _FORMS},
+            "cnn_shifted": functools.partial(FedAvgCNN, conv="shifted"),
+            "cnn_patches": functools.partial(FedAvgCNN, conv="patches"),
             "mlp": FedAvgMLP, "cifar_cnn": CifarCNN}
 
 
 def create_model(name: str, num_classes: int,
                  input_shape: tuple[int, ...] = EMNIST_INPUT_SHAPE) -> Model:
-  """A model of the zoo by name: "cnn", "cnn_patches" (the same CNN, its convolutions as
-  matrix products), "mlp" or "cifar_cnn" (pass CIFAR_INPUT_SHAPE)."""
+  """A model of the zoo by name: "cnn", "cnn_shifted" and "cnn_patches" (the same CNN,
+  its convolutions as matrix products: `FedAvgCNN.conv`), "mlp" or "cifar_cnn" (pass
+  CIFAR_INPUT_SHAPE)."""
   if name not in _MODULES:
     raise ValueError(f"Unknown model {name!r}; valid names: {sorted(_MODULES)}.")
   return from_flax(_MODULES[name](num_classes=num_classes), input_shape, num_classes)
