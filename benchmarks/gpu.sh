@@ -13,9 +13,12 @@ per_client="--examples_per_client=100"  # 5 batches of 20 per client
 # 1000 clients per round: auto (chunks of 128), one vmap, chunks of 32 and 256.
 speed --clients=1000 $per_client --rounds=2 --strategies=auto,vmap,chunked \
   --chunk_sizes=32,256 --aggregators=mean --json="$out/gpu_1000.json"
-# The same CNN with its convolutions as matrix products (models.create_model("cnn_patches")).
+# The same CNN with its convolutions as matrix products (models.create_model("cnn_patches")
+# and "cnn_shifted"): under vmap, batched matrix products instead of grouped convolutions.
 speed --model=cnn_patches --clients=1000 $per_client --rounds=2 --strategies=auto,vmap \
   --aggregators=mean --json="$out/gpu_patches.json"
+speed --model=cnn_shifted --baseline_model=cnn --clients=1000 $per_client --rounds=2 \
+  --strategies=auto,vmap --aggregators=mean --json="$out/gpu_shifted.json"
 # The seed workload: FEMNIST digits' own clients, 10 per round.
 speed --clients=10 --rounds=5 --strategies=auto,vmap,sequential --threads=1 \
   --aggregators=mean --json="$out/gpu_seed.json"

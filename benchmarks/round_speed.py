@@ -36,11 +36,11 @@ import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 from absl import app, flags
 
+from benchmarks.machine import matmul_gflops
 from fedjax_compress import aggregators, learning, models
 from fedjax_compress.data import pipeline
 from fedjax_compress.data.federated import FederatedData
@@ -135,20 +135,6 @@ def device_peak_mib() -> float | None:
   """Peak bytes the accelerator's allocator held (None on CPU, which reports none)."""
   stats = jax.devices()[0].memory_stats()
   return stats["peak_bytes_in_use"] / 2**20 if stats and "peak_bytes_in_use" in stats else None
-
-
-def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
-  """float32 n x n by n x n `jnp.dot` at default precision (the convolutions' too): the
-  machine's achievable FLOP rate, median of runs."""
-  a = jnp.asarray(np.random.default_rng(0).random((n, n), dtype=np.float32))
-  dot = jax.jit(jnp.dot)
-  dot(a, a).block_until_ready()
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    dot(a, a).block_until_ready()
-    times.append(time.perf_counter() - start)
-  return 2 * n**3 / statistics.median(times) / 1e9
 
 
 def round_batches(data, clients):

@@ -16,7 +16,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.only_digits = True
   config.shuffle = True
   # Model.
-  config.model = "cnn"  # "cnn", "cnn_patches" (convolutions as matmuls), "mlp" (2NN), "cifar_cnn"
+  # "cnn", "cnn_shifted" or "cnn_patches" (the same CNN as matmuls), "mlp", "cifar_cnn".
+  config.model = "cnn"
   # Federated training.
   config.rounds = 30
   config.clients_per_round = 10
