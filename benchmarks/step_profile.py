@@ -6,9 +6,15 @@ The real client step (what `SequentialClients` jits: `client.local_sgd`, batch 2
 each `--models` form is traced with `jax.profiler` for `--steps` steps; the trace's XLA
 ops are summed by name and classed from the compiled HLO: `matmul` (a dot or a
 convolution, alone or inside a fusion) or `other` (data movement and elementwise work:
-padding, slicing, concatenation, pooling, the optimizer update). `bound` is the
-fraction of the float32 matmul rate that the step would reach if its `other` ops took no
-time at all: XLA's FLOP count of the `cnn` step over the `matmul` ops' time.
+padding, slicing, concatenation, pooling, the optimizer update).
+
+Some ops run asynchronously on XLA:CPU's intra-op threads (plain `dot`s, parallel loop
+fusions): the trace shows their dispatch and, as "end: NAME", their completion, while
+other ops run. Such an op's time lies between its dispatch time and its span (dispatch
+to completion), so each class's time is given as that range (spans overlap: the upper
+ends can add up to more than the step). `bound` is the fraction of the float32 matmul rate
+that the step would reach if its `other` ops took no time at all (XLA's FLOP count of the
+`cnn` step over the `matmul` time), for both ends of the range.
 """
 
 from __future__ import annotations
@@ -52,19 +58,39 @@ def matmul_ops(hlo: str) -> set[str]:
   return names
 
 
-def op_times(run, steps: int) -> dict[str, float]:
-  """Milliseconds per step of every XLA op in a `jax.profiler` trace of `run(steps)`."""
+def op_sources(hlo: str) -> dict[str, str]:
+  """The JAX operation each entry instruction came from (its metadata's op_name)."""
+  return {name: source.split("/", 1)[-1] for name, source in
+          re.findall(r"^\s+(?:ROOT )?%([\w.\-]+) = .*?op_name=\"([^\"]*)\"", hlo, re.M)}
+
+
+def op_times(run, steps: int) -> dict[str, tuple[float, float]]:
+  """(busy, span) milliseconds per step of every XLA op in a `jax.profiler` trace of
+  `run(steps)`: busy sums the op's own events; span runs from each event's start to
+  its "end: NAME" completion where the op has one (asynchronous ops), else equals busy."""
   with tempfile.TemporaryDirectory(prefix="step_profile_") as tmp:
     with jax.profiler.trace(tmp, create_perfetto_trace=True):
       run(steps)
     trace = next(Path(tmp).rglob("*.trace.json.gz"))
     events = json.load(gzip.open(trace))
   events = events["traceEvents"] if isinstance(events, dict) else events
-  total = collections.Counter()
+  starts, ends = collections.defaultdict(list), collections.defaultdict(list)
   for e in events:
     if e.get("ph") == "X" and not e["name"].startswith(_NOT_OPS):
-      total[e["name"]] += e.get("dur", 0) / 1e3 / steps
-  return dict(total)
+      if e["name"].startswith("end: "):
+        ends[e["name"][5:]].append(e["ts"] + e.get("dur", 0))
+      else:
+        starts[e["name"]].append((e["ts"], e.get("dur", 0)))
+  times = {}
+  for name, events_ in starts.items():
+    busy = sum(d for _, d in events_)
+    span = busy
+    if ends.get(name):
+      begins, done = sorted(t for t, _ in events_), sorted(ends[name])
+      # Each completion closes the latest start before it.
+      span = sum(end - max(t for t in begins if t <= end) for end in done)
+    times[name] = (busy / 1e3 / steps, span / 1e3 / steps)
+  return times
 
 
 def profile(model_name: str, reference_flops: float) -> dict:
@@ -91,14 +117,16 @@ def profile(model_name: str, reference_flops: float) -> dict:
   wall_ms = 1e3 * (time.perf_counter() - start) / FLAGS.steps
   times = op_times(run, FLAGS.steps)
   hlo = step.lower(carry, global_params, x, y, mask, key, np.int32(0)).compile().as_text()
-  matmuls = matmul_ops(hlo)
-  matmul_ms = sum(t for name, t in times.items() if name in matmuls)
-  other_ms = sum(t for name, t in times.items() if name not in matmuls)
-  return {"model": model_name, "step_ms": wall_ms, "ops_ms": matmul_ms + other_ms,
-          "matmul_ms": matmul_ms, "other_ms": other_ms,
-          "bound_gflops": reference_flops / matmul_ms / 1e6,
-          "ops": sorted(([name, t, name in matmuls] for name, t in times.items()),
-                        key=lambda op: -op[1])}
+  matmuls, sources = matmul_ops(hlo), op_sources(hlo)
+  total = lambda which, in_class: sum(t[which] for name, t in times.items()
+                                      if (name in matmuls) == in_class)
+  matmul_ms = (total(0, True), total(1, True))
+  return {"model": model_name, "step_ms": wall_ms,
+          "matmul_ms": matmul_ms, "other_ms": (total(0, False), total(1, False)),
+          "bound_gflops": (reference_flops / matmul_ms[1] / 1e6,
+                           reference_flops / matmul_ms[0] / 1e6),
+          "ops": sorted(([name, busy, span, name in matmuls, sources.get(name, "")]
+                         for name, (busy, span) in times.items()), key=lambda op: -op[2])}
 
 
 def reference_step_flops() -> float:
@@ -125,18 +153,21 @@ def main(argv):
   for r in records:
     r["matmul_gflops"] = matmul
     r["fraction"] = flops / r["step_ms"] / 1e6 / matmul
-    r["bound"] = r["bound_gflops"] / matmul
+    r["bound"] = [b / matmul for b in r["bound_gflops"]]
   print(f"\nOne client step (batch 20, {flops / 1e9:.3f} GFLOP), {FLAGS.steps} traced steps, "
         f"backend {jax.default_backend()}; float32 matmul {matmul:.0f} GFLOP/s:\n")
-  print(f"{'model':<12} {'step ms':>8} {'ops ms':>7} {'matmul ms':>10} {'other ms':>9} "
-        f"{'of matmul':>10} {'bound':>6}")
+  print(f"{'model':<12} {'step ms':>8} {'matmul ms':>11} {'other ms':>11} {'of matmul':>10} "
+        f"{'bound':>10}")
+  span = lambda pair, digits=2: f"{pair[0]:.{digits}f}-{pair[1]:.{digits}f}"
   for r in records:
-    print(f"{r['model']:<12} {r['step_ms']:>8.2f} {r['ops_ms']:>7.2f} {r['matmul_ms']:>10.2f} "
-          f"{r['other_ms']:>9.2f} {r['fraction']:>10.2f} {r['bound']:>6.2f}")
+    print(f"{r['model']:<12} {r['step_ms']:>8.2f} {span(r['matmul_ms']):>11} "
+          f"{span(r['other_ms']):>11} {r['fraction']:>10.2f} {span(r['bound']):>10}")
   for r in records:
-    print(f"\n{r['model']}: the {FLAGS.top} longest ops (ms per step)")
-    for name, t, is_matmul in r["ops"][:FLAGS.top]:
-      print(f"  {t:7.3f}  {'matmul' if is_matmul else 'other ':<6}  {name}")
+    print(f"\n{r['model']}: the {FLAGS.top} longest ops (ms per step; span: dispatch to "
+          f"completion where the op runs asynchronously)")
+    for name, busy, span, is_matmul, source in r["ops"][:FLAGS.top]:
+      timing = f"{busy:7.3f}" + (f" (span {span:.3f})" if span != busy else " " * 14)
+      print(f"  {timing}  {'matmul' if is_matmul else 'other ':<6}  {name:<26} {source}")
   if FLAGS.json:
     Path(FLAGS.json).write_text(json.dumps(records, indent=2))
     print(f"\nwrote {FLAGS.json}")
