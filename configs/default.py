@@ -16,7 +16,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.only_digits = True
   config.shuffle = True
   # Model.
-  # "cnn", "cnn_shifted" or "cnn_patches" (the same CNN as matmuls), "mlp", "cifar_cnn".
+  # "cnn"; the same CNN as "cnn_shifted"/"cnn_patches" (matmuls), "cnn_reference" (Flax's
+  # pooling); "mlp" (2NN); "cifar_cnn".
   config.model = "cnn"
   # Federated training.
   config.rounds = 30

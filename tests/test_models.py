@@ -45,11 +45,11 @@ def test_masked_loss_ignores_padding():
   assert float(models.masked_loss(logits, labels, jnp.zeros(3, bool))) == 0.0
 
 
-@pytest.mark.parametrize("form", ["shifted", "patches"])
-def test_convolution_forms_compute_the_cnn_with_its_parameters(form):
-  """`cnn_shifted` and `cnn_patches` are `cnn` with its convolutions as matrix products:
-  same params, same outputs and gradients, also under `vmap` over clients with their own
-  parameters."""
+@pytest.mark.parametrize("form", ["shifted", "patches", "reference"])
+def test_cnn_forms_compute_the_cnn_with_its_parameters(form):
+  """`cnn_shifted` and `cnn_patches` (convolutions as matrix products) and
+  `cnn_reference` (Flax's pooling) are `cnn`: same params, same outputs and gradients,
+  also under `vmap` over clients with their own parameters."""
   cnn, other = models.create_model("cnn", 10), models.create_model(f"cnn_{form}", 10)
   params = jax.vmap(cnn.init)(jax.random.split(jax.random.key(0), 2))
   other_params = jax.vmap(other.init)(jax.random.split(jax.random.key(0), 2))
@@ -70,9 +70,12 @@ def test_convolution_forms_compute_the_cnn_with_its_parameters(form):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
-def test_an_unknown_convolution_form_is_named():
-  with pytest.raises(ValueError, match="Unknown conv form 'fft'"):
-    models.FedAvgCNN(conv="fft").init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
+def test_an_unknown_layer_form_is_named():
+  x = jnp.zeros((1, 28, 28, 1))
+  with pytest.raises(ValueError, match="Unknown conv 'fft'; valid: \\['patches', 'shifted'"):
+    models.FedAvgCNN(conv="fft").init(jax.random.key(0), x)
+  with pytest.raises(ValueError, match="Unknown pool 'mean'; valid: \\['reshape', 'window'\\]"):
+    models.FedAvgCNN(pool="mean").init(jax.random.key(0), x)
 
 
 def test_shifted_patches_hold_each_pixels_neighbourhood():

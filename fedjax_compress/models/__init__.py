@@ -2,5 +2,5 @@
 
 from fedjax_compress.models.model import (Model, from_flax, masked_loss, masked_metric_sums,
                                           num_parameters)
-from fedjax_compress.models.zoo import (CONV_FORMS, FedAvgCNN, FedAvgMLP, create_model,
+from fedjax_compress.models.zoo import (CONVS, POOLS, FedAvgCNN, FedAvgMLP, create_model,
                                         max_pool_2x2, model_names, shifted_patches)

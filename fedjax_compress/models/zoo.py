@@ -75,41 +75,40 @@ class PatchConv(nn.Module):
 def max_pool_2x2(x: jax.Array) -> jax.Array:
   """2x2 max pooling, stride 2, of [B, H, W, C] with even H and W, as one reduction.
 
-  `nn.max_pool`'s (a reduce-window's) gradient took twice as long on XLA:CPU.
+  The same values as `nn.max_pool`; XLA:CPU computed the gradient of `nn.max_pool`'s
+  reduce-window about twice as slowly.
   """
   batch, height, width, channels = x.shape
   return x.reshape(batch, height // 2, 2, width // 2, 2, channels).max(axis=(2, 4))
 
 
-def flax_max_pool_2x2(x: jax.Array) -> jax.Array:
+def window_max_pool_2x2(x: jax.Array) -> jax.Array:
   """2x2 max pooling, stride 2, with Flax's `nn.max_pool` (a reduce-window)."""
   return nn.max_pool(x, (2, 2), strides=(2, 2), padding="SAME")
 
 
-# Each form: (convolution layer, 2x2 max pooling).
-_FORMS = {"xla": (nn.Conv, flax_max_pool_2x2),
-          "shifted": (ShiftedConv, max_pool_2x2),
-          "patches": (PatchConv, flax_max_pool_2x2)}
-CONV_FORMS = tuple(_FORMS)
+CONVS = {"xla": nn.Conv, "shifted": ShiftedConv, "patches": PatchConv}
+POOLS = {"reshape": max_pool_2x2, "window": window_max_pool_2x2}
 
 
 class FedAvgCNN(nn.Module):
   """conv5x5x32 - pool - conv5x5x64 - pool - dense512 - dense(num_classes).
 
-  1,663,370 parameters for 10 classes, 1,690,046 for 62. `conv` picks how the
-  convolutions and poolings are computed, all with the same parameters and function:
-  "xla" (Flax's `nn.Conv` and `nn.max_pool`), "shifted" (`ShiftedConv` and
-  `max_pool_2x2`: dense matrix products and reductions) or "patches" (`PatchConv` and
-  `nn.max_pool`).
+  1,663,370 parameters for 10 classes, 1,690,046 for 62. `conv` and `pool` pick how
+  the layers are computed, all with the same parameters and function: `conv` "xla"
+  (`nn.Conv`), "shifted" (`ShiftedConv`) or "patches" (`PatchConv`); `pool` "reshape"
+  (`max_pool_2x2`) or "window" (`nn.max_pool`).
   """
   num_classes: int = 10
   conv: str = "xla"
+  pool: str = "reshape"
 
   @nn.compact
   def __call__(self, x):
-    if self.conv not in _FORMS:
-      raise ValueError(f"Unknown conv form {self.conv!r}; valid forms: {CONV_FORMS}.")
-    conv, pool = _FORMS[self.conv]
+    for field, value, valid in (("conv", self.conv, CONVS), ("pool", self.pool, POOLS)):
+      if value not in valid:
+        raise ValueError(f"Unknown {field} {value!r}; valid: {sorted(valid)}.")
+    conv, pool = CONVS[self.conv], POOLS[self.pool]
     for i, features in enumerate((32, 64)):
       x = pool(nn.relu(conv(features, (5, 5), name=f"Conv_{i}")(x)))
     x = x.reshape((x.shape[0], -1))
@@ -150,14 +149,15 @@ class CifarCNN(nn.Module):
 _MODULES = {"cnn": FedAvgCNN,
             "cnn_shifted": functools.partial(FedAvgCNN, conv="shifted"),
             "cnn_patches": functools.partial(FedAvgCNN, conv="patches"),
+            "cnn_reference": functools.partial(FedAvgCNN, pool="window"),
             "mlp": FedAvgMLP, "cifar_cnn": CifarCNN}
 
 
 def create_model(name: str, num_classes: int,
                  input_shape: tuple[int, ...] = EMNIST_INPUT_SHAPE) -> Model:
-  """A model of the zoo by name: "cnn", "cnn_shifted" and "cnn_patches" (the same CNN,
-  its convolutions as matrix products: `FedAvgCNN.conv`), "mlp" or "cifar_cnn" (pass
-  CIFAR_INPUT_SHAPE)."""
+  """A model of the zoo by name: "cnn"; "cnn_shifted" and "cnn_patches" (the same CNN, its
+  convolutions as matrix products); "cnn_reference" (the same CNN with Flax's own layers,
+  `nn.Conv` and `nn.max_pool`); "mlp"; or "cifar_cnn" (pass CIFAR_INPUT_SHAPE)."""
   if name not in _MODULES:
     raise ValueError(f"Unknown model {name!r}; valid names: {sorted(_MODULES)}.")
   return from_flax(_MODULES[name](num_classes=num_classes), input_shape, num_classes)
