@@ -2,8 +2,8 @@
 
   python -m benchmarks.cpu_paths --json=/tmp/cpu_paths.json
 
-The FedAvg CNN, batch 20, in the form the config names (`create_model("cnn")`, Flax's
-convolution and pooling, unless said otherwise), the real client step
+The FedAvg CNN, batch 20, in the form the config names (`create_model("cnn")` unless
+said otherwise), the real client step
 (`execution._keyed_step(client.local_sgd(model, optax.sgd(0.02)))`, what
 `SequentialClients` jits). One timing = `--clients` clients x `--steps` steps each,
 every client starting from the same global parameters with its own data; reported per
@@ -22,9 +22,10 @@ Variants (inside one process, alternated timing by timing so that load hits all 
   (`--xla_force_host_platform_device_count=2`);
 - `matmul`: float32 2048x2048 `jnp.dot`, for the fraction-of-peak figure.
 
-The `shifted` config runs the same variants on `create_model("cnn_shifted")` (the same
-function, convolutions as shifted copies times a matrix): its `max |dp|` is the rounding
-difference between the two forms.
+The `reference` and `shifted` configs run the same variants on
+`create_model("cnn_reference")` (Flax's `nn.max_pool`) and `create_model("cnn_shifted")`
+(convolutions as shifted copies times a matrix): the same function, so their `max |dp|`
+is the rounding difference between the forms.
 
 XLA:CPU flags are read when jax starts, so every flag set is its own subprocess (a
 *config*); the configs run in turn, `--passes` times (reversed order on odd passes). A
@@ -67,6 +68,7 @@ BASE_VARIANTS = ["loop", "threads", "interleave", "paired", "matmul"]
 # name -> (XLA_FLAGS, variants, note[, model]); the model is "cnn" unless named.
 CONFIGS = {
     "default": ("", BASE_VARIANTS, ""),
+    "reference": ("", BASE_VARIANTS, "cnn_reference", "cnn_reference"),
     "shifted": ("", BASE_VARIANTS, "cnn_shifted", "cnn_shifted"),
     "single_thread_xla": (SINGLE, BASE_VARIANTS, ""),
     "two_devices": ("--xla_force_host_platform_device_count=2",

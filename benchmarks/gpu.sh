@@ -17,8 +17,11 @@ speed --clients=1000 $per_client --rounds=2 --strategies=auto,vmap,chunked \
 # and "cnn_shifted"): under vmap, batched matrix products instead of grouped convolutions.
 speed --model=cnn_patches --clients=1000 $per_client --rounds=2 --strategies=auto,vmap \
   --aggregators=mean --json="$out/gpu_patches.json"
-speed --model=cnn_shifted --baseline_model=cnn --clients=1000 $per_client --rounds=2 \
+speed --model=cnn_shifted --clients=1000 $per_client --rounds=2 \
   --strategies=auto,vmap --aggregators=mean --json="$out/gpu_shifted.json"
+# Flax's nn.max_pool (a reduce-window) in place of cnn's reshape-and-max pooling.
+speed --model=cnn_reference --clients=1000 $per_client --rounds=2 --strategies=auto \
+  --aggregators=mean --json="$out/gpu_reference.json"
 # The seed workload: FEMNIST digits' own clients, 10 per round.
 speed --clients=10 --rounds=5 --strategies=auto,vmap,sequential --threads=1 \
   --aggregators=mean --json="$out/gpu_seed.json"

@@ -62,8 +62,8 @@ flags.DEFINE_list("chunk_sizes", ["8"], "Clients per chunk of the chunked strate
 flags.DEFINE_list("threads", ["2"], "client_threads of the sequential strategy (one run each).")
 flags.DEFINE_string("model", "cnn", "Model name (models.create_model).")
 flags.DEFINE_string("baseline_model", None,
-                    "The plain loop's model; default --model. With --model=cnn_shifted, "
-                    "`cnn` times the rounds against the `nn.Conv` step.")
+                    "The plain loop's model; default --model. `cnn_reference`: the CNN "
+                    "with Flax's own layers, the step other JAX FL libraries run.")
 flags.DEFINE_string("data_dir", None, "LEAF FEMNIST folder; default ../shared/data/femnist_leaf_niid05.")
 flags.DEFINE_float("memory_limit_gib", 16.0,
                    "Address-space limit of each configuration's run; 0: none (needed on GPUs, "

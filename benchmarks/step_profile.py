@@ -14,7 +14,7 @@ other ops run. Such an op's time lies between its dispatch time and its span (di
 to completion), so each class's time is given as that range (spans overlap: the upper
 ends can add up to more than the step). `bound` is the fraction of the float32 matmul rate
 that the step would reach if its `other` ops took no time at all (XLA's FLOP count of the
-`cnn` step over the `matmul` time), for both ends of the range.
+`cnn_reference` step over the `matmul` time), for both ends of the range.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from fedjax_compress.learning import client, execution
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("json", None, "Write the records here.")
-flags.DEFINE_list("models", ["cnn", "cnn_shifted"], "Models (models.create_model names).")
+flags.DEFINE_list("models", ["cnn_reference", "cnn", "cnn_shifted"], "Models (models.create_model names).")
 flags.DEFINE_integer("steps", 20, "Traced steps per model.", lower_bound=1)
 flags.DEFINE_integer("top", 12, "Ops listed per model.", lower_bound=0)
 
@@ -130,9 +130,9 @@ def profile(model_name: str, reference_flops: float) -> dict:
 
 
 def reference_step_flops() -> float:
-  """XLA's FLOP count of one `cnn` SGD step (round_speed's `step_gflop`): the useful
-  work, whatever form computes it."""
-  model = models.create_model("cnn", 10)
+  """XLA's FLOP count of one `cnn_reference` SGD step (Flax's layers): the useful work,
+  whatever form computes it."""
+  model = models.create_model("cnn_reference", 10)
   params = model.init(jax.random.key(0))
   x, y, mask = np.zeros((20, 28, 28, 1), np.float32), np.zeros(20, np.int32), np.ones(20, bool)
 
@@ -156,11 +156,11 @@ def main(argv):
     r["bound"] = [b / matmul for b in r["bound_gflops"]]
   print(f"\nOne client step (batch 20, {flops / 1e9:.3f} GFLOP), {FLAGS.steps} traced steps, "
         f"backend {jax.default_backend()}; float32 matmul {matmul:.0f} GFLOP/s:\n")
-  print(f"{'model':<12} {'step ms':>8} {'matmul ms':>11} {'other ms':>11} {'of matmul':>10} "
+  print(f"{'model':<14} {'step ms':>8} {'matmul ms':>11} {'other ms':>11} {'of matmul':>10} "
         f"{'bound':>10}")
   span = lambda pair, digits=2: f"{pair[0]:.{digits}f}-{pair[1]:.{digits}f}"
   for r in records:
-    print(f"{r['model']:<12} {r['step_ms']:>8.2f} {span(r['matmul_ms']):>11} "
+    print(f"{r['model']:<14} {r['step_ms']:>8.2f} {span(r['matmul_ms']):>11} "
           f"{span(r['other_ms']):>11} {r['fraction']:>10.2f} {span(r['bound']):>10}")
   for r in records:
     print(f"\n{r['model']}: the {FLAGS.top} longest ops (ms per step; span: dispatch to "
