@@ -158,10 +158,10 @@ def main(argv):
         f"backend {jax.default_backend()}; float32 matmul {matmul:.0f} GFLOP/s:\n")
   print(f"{'model':<14} {'step ms':>8} {'matmul ms':>11} {'other ms':>11} {'of matmul':>10} "
         f"{'bound':>10}")
-  span = lambda pair, digits=2: f"{pair[0]:.{digits}f}-{pair[1]:.{digits}f}"
+  interval = lambda pair: f"{pair[0]:.2f}-{pair[1]:.2f}"
   for r in records:
-    print(f"{r['model']:<14} {r['step_ms']:>8.2f} {span(r['matmul_ms']):>11} "
-          f"{span(r['other_ms']):>11} {r['fraction']:>10.2f} {span(r['bound']):>10}")
+    print(f"{r['model']:<14} {r['step_ms']:>8.2f} {interval(r['matmul_ms']):>11} "
+          f"{interval(r['other_ms']):>11} {r['fraction']:>10.2f} {interval(r['bound']):>10}")
   for r in records:
     print(f"\n{r['model']}: the {FLAGS.top} longest ops (ms per step; span: dispatch to "
           f"completion where the op runs asynchronously)")

@@ -38,7 +38,7 @@ def encoded_broadcast(stage: Stage | Policy, *, threshold: int = 0) -> Broadcast
   The stage must not be adaptive (no `update`): its state would have to travel too.
   """
   adaptive_message = ("Adaptive stages (with `update`) cannot encode the broadcast: "
-                              "their state would have to be broadcast as well.")
+                      "their state would have to be broadcast as well.")
   if isinstance(stage, Stage) and stage.update is not None:
     raise ValueError(adaptive_message)  # A policy's stages are known only per leaf, in `send`.
   policy = stage if not isinstance(stage, Stage) else above_threshold(stage, threshold)

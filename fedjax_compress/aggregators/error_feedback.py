@@ -43,8 +43,7 @@ def error_feedback(stage: Stage | Policy, *, threshold: int = 0, kind: str = "ef
   if not jnp.issubdtype(storage_dtype, jnp.floating):
     raise ValueError(f"storage_dtype={storage_dtype!r} must be a floating dtype (float32, "
                      f"bfloat16, float16): rows hold real-valued residuals.")
-  adaptive_message = ("error_feedback does not support adaptive stages (with "
-                              "`update`).")
+  adaptive_message = "error_feedback does not support adaptive stages (with `update`)."
   if isinstance(stage, Stage) and stage.update is not None:
     raise ValueError(adaptive_message)  # A policy's stages are known only per leaf, in `init`.
   policy = stage if not isinstance(stage, Stage) else above_threshold(stage, threshold)

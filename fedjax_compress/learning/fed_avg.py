@@ -62,6 +62,10 @@ class RoundResults(NamedTuple):
   rows: jax.Array  # int32 [clients]: each client's row of the table
 
 
+def _is_positive_int(value) -> bool:
+  return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
 def fed_avg(model: Model, client_optimizer: optax.GradientTransformation,
             server_optimizer: optax.GradientTransformation, *,
             aggregator: Aggregator | None = None, client_weighting: str = "num_examples",
@@ -115,11 +119,9 @@ def fed_avg(model: Model, client_optimizer: optax.GradientTransformation,
     raise ValueError(f"client_threads={client_threads} must be >= 1.")
   trainer = gradient(model) if fed_sgd else local_sgd(model, client_optimizer,
                                                       proximal_mu=proximal_mu)
-  if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+  if not _is_positive_int(chunk_size):
     raise ValueError(f"chunk_size={chunk_size!r} must be an int >= 1.")
-  if memory_budget_bytes is not None and (
-      isinstance(memory_budget_bytes, bool) or not isinstance(memory_budget_bytes, int)
-      or memory_budget_bytes < 1):
+  if memory_budget_bytes is not None and not _is_positive_int(memory_budget_bytes):
     raise ValueError(f"memory_budget_bytes={memory_budget_bytes!r} must be an int >= 1, or "
                      f"None for 90% of the device's free memory.")
   chunk_size = execution.resolve_chunk_size(strategy, chunk_size)
