@@ -95,6 +95,8 @@ def main(argv):
   del argv
   if unknown := sorted(set(FLAGS.models) - set(models.model_names())):
     raise SystemExit(f"error: --models: {unknown} unknown; valid: {models.model_names()}.")
+  if FLAGS.json and not Path(FLAGS.json).resolve().parent.is_dir():
+    raise SystemExit(f"error: --json={FLAGS.json}: its folder does not exist; create it first.")
   records = [r for name in FLAGS.models for r in time_forms(name)]
   base = records[0]["ms_per_step"]
   print(f"\nOne FedAvg CNN SGD step, batch 20, backend {jax.default_backend()}, "

@@ -147,6 +147,8 @@ def main(argv):
   del argv
   if unknown := sorted(set(FLAGS.models) - set(models.model_names())):
     raise SystemExit(f"error: --models: {unknown} unknown; valid: {models.model_names()}.")
+  if FLAGS.json and not Path(FLAGS.json).resolve().parent.is_dir():
+    raise SystemExit(f"error: --json={FLAGS.json}: its folder does not exist; create it first.")
   flops = reference_step_flops()
   records = [profile(name, flops) for name in FLAGS.models]
   matmul = matmul_gflops()

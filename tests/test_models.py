@@ -94,3 +94,10 @@ def test_max_pool_2x2_is_flax_max_pool_with_its_gradient():
   cotangent = jax.random.normal(jax.random.key(1), (2, 3, 2, 3))
   grad = lambda pool: jax.vjp(pool, x)[1](cotangent)[0]
   np.testing.assert_array_equal(grad(models.max_pool_2x2), grad(flax_pool))
+
+
+def test_max_pool_2x2_names_an_odd_image_size_and_the_fix():
+  with pytest.raises(ValueError, match=r"even height and width.*\[1, 7, 6, 2\].*pool='window'"):
+    models.max_pool_2x2(jnp.zeros((1, 7, 6, 2)))
+  with pytest.raises(ValueError, match=r"images \[\.\.\., H, W, C\]; got shape \(4, 4\)"):
+    models.shifted_patches(jnp.zeros((4, 4)), (3, 3))

@@ -28,6 +28,8 @@ def shifted_patches(x: jax.Array, kernel_size: tuple[int, int]) -> jax.Array:
   Built from kh * kw shifted slices of the padded image, features ordered (kh, kw, C):
   a kernel [kh, kw, C, out] reshaped to [kh * kw * C, out] multiplies it.
   """
+  if x.ndim < 3:
+    raise ValueError(f"shifted_patches needs images [..., H, W, C]; got shape {x.shape}.")
   (kh, kw), (height, width) = kernel_size, x.shape[-3:-1]
   pads = [(0, 0)] * (x.ndim - 3) + [((kh - 1) // 2, kh // 2), ((kw - 1) // 2, kw // 2), (0, 0)]
   padded = jnp.pad(x, pads)
@@ -79,6 +81,10 @@ def max_pool_2x2(x: jax.Array) -> jax.Array:
   reduce-window about twice as slowly.
   """
   batch, height, width, channels = x.shape
+  if height % 2 or width % 2:
+    raise ValueError(f"max_pool_2x2 needs an even height and width; got [B, H, W, C] = "
+                     f"{list(x.shape)}. For odd sizes use pool='window' (nn.max_pool, SAME "
+                     f"padding).")
   return x.reshape(batch, height // 2, 2, width // 2, 2, channels).max(axis=(2, 4))
 
 
