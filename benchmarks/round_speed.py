@@ -17,7 +17,8 @@ Each configuration runs in its own subprocess, so `peak_rss_mib` is that run's p
 (`ru_maxrss`), capped by `--memory_limit_gib` (address space); a run that fails is
 recorded with its error. `matmul_gflops` is the float32 `--matmul_size`^2 `jnp.dot` rate
 measured in the same subprocess right after the rounds; `flop_fraction` is the round's useful rate (XLA's FLOP count of
-one training step times the non-empty batches, over the median round time) divided by it.
+one training step of the baseline's model, times the non-empty batches, over the median
+round time) divided by it.
 On a GPU: `--memory_limit_gib=0 --matmul_size=8192`; `device_peak_mib` is the
 accelerator allocator's peak.
 """
@@ -150,8 +151,9 @@ def time_configuration(data, strategy, aggregator_name, batches, threads, chunk_
                              chunk_size=chunk_size, client_threads=threads,
                              aggregator=(None if aggregator_name == "default" else
                                          aggregators.create_aggregator(aggregator_name)))
-  _, step_flops = baseline_runner(model, 0.02)
-  baseline, _ = baseline_runner(models.create_model(baseline_model_name(), 10), 0.02)
+  # The baseline's step also sets the useful work: a form that computes the same step
+  # with more operations (cnn_shifted's concatenations) does not count them.
+  baseline, step_flops = baseline_runner(models.create_model(baseline_model_name(), 10), 0.02)
   state = process.init(jax.random.key(0))
   start = time.perf_counter()
   state, _ = process.next(state, batches[0], jax.random.key(0))
