@@ -9,9 +9,9 @@ x. m = max|x| keeps q within 0..2^bits - 1 when D >= 2m / (2^bits - 1).
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 
+from fedjax_compress.aggregators import prng
 from fedjax_compress.aggregators.quantize import _check_bits, _code_dtype, bitpack
 from fedjax_compress.aggregators.stages import Encoded, Stage, chain, stateless
 
@@ -35,14 +35,14 @@ def dithered_codes(bits: int, *, step: float | None = None) -> Stage:
     if step is not None:
       delta = jnp.maximum(delta, step * jnp.sqrt(jnp.mean(x * x)))
     delta = jnp.where(delta > 0, delta, 1.0)  # x == 0: any step is exact
-    u = jax.random.uniform(shared_key, x.shape)
+    u = prng.uniform(shared_key, x.shape)
     # The clip only guards float32 round-off at the top of the range.
     q = jnp.clip(jnp.floor((x + m) / delta + u), 0, top)
     return Encoded(q.astype(_code_dtype(bits)), (m, delta))
 
   def decode(enc, spec, shared_key):
     m, delta = enc.side
-    u = jax.random.uniform(shared_key, enc.values.shape)
+    u = prng.uniform(shared_key, enc.values.shape)
     x = (enc.values.astype(jnp.float32) + 0.5 - u) * delta - m
     return x.reshape(spec.shape).astype(spec.dtype)
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import math
 
-import jax
 import jax.numpy as jnp
 
+from fedjax_compress.aggregators import prng
 from fedjax_compress.aggregators.quantize import _code_dtype, bitpack
 from fedjax_compress.aggregators.stages import Encoded, Stage, chain, stateless
 
@@ -41,7 +41,7 @@ def qsgd_codes(levels: int, bucket_size: int = 512) -> Stage:
     b = _buckets(x, bucket_size)
     norms = jnp.linalg.norm(b, axis=1)
     t = levels * jnp.abs(b) / jnp.where(norms > 0, norms, 1.0)[:, None]
-    level = jnp.minimum(jnp.floor(t + jax.random.uniform(key, t.shape)), levels)
+    level = jnp.minimum(jnp.floor(t + prng.uniform(key, t.shape)), levels)
     codes = (level.astype(jnp.uint32) | ((b < 0).astype(jnp.uint32) << w)).reshape(-1)
     return Encoded(codes[:x.size].astype(_code_dtype(1 + w)), norms)
 

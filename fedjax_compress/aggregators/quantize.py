@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import math
 
-import jax
 import jax.numpy as jnp
 
+from fedjax_compress.aggregators import prng
 from fedjax_compress.aggregators.stages import Encoded, Stage, chain, stateless
 
 
@@ -51,7 +51,7 @@ def grid_codes(x, key, levels, stochastic: bool):
   stochastically (with `key`) or to nearest: (codes as float32, lo, hi)."""
   lo, hi = jnp.min(x), jnp.max(x)
   t = (x - lo) / grid_step(lo, hi, levels)
-  t = jnp.floor(t + jax.random.uniform(key, t.shape)) if stochastic else jnp.round(t)
+  t = jnp.floor(t + prng.uniform(key, t.shape)) if stochastic else jnp.round(t)
   return jnp.clip(t, 0, levels), lo, hi
 
 

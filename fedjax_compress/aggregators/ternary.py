@@ -6,9 +6,9 @@ as one float32. Unbiased; the variance of a coordinate is |x| (max|x| - |x|).
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 
+from fedjax_compress.aggregators import prng
 from fedjax_compress.aggregators.quantize import bitpack
 from fedjax_compress.aggregators.stages import Encoded, Stage, chain, stateless
 
@@ -19,7 +19,7 @@ def ternary_codes() -> Stage:
   def encode(x, key, shared_key):
     x = x.reshape(-1).astype(jnp.float32)
     scale = jnp.max(jnp.abs(x))
-    keep = jax.random.uniform(key, x.shape) * scale < jnp.abs(x)
+    keep = prng.uniform(key, x.shape) * scale < jnp.abs(x)
     return Encoded((1 + jnp.sign(x) * keep).astype(jnp.uint8), scale)
 
   def decode(enc, spec, shared_key):

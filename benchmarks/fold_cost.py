@@ -1,0 +1,128 @@
+"""What folding one client into a round costs the server's thread: `Aggregator.accumulate`.
+
+  python -m benchmarks.fold_cost --json=benchmarks/fold_cost.json
+  taskset -c 0 python -m benchmarks.fold_cost --json=benchmarks/fold_cost_one_core.json
+
+One FedAvg CNN update (62 classes, 1,690,046 values), folded by `sequential` one client
+at a time (a jitted `accumulate`, partial result donated), for `mean()` and for TFF's
+`compression_aggregator()` (8-bit stochastic quantization of the three large tensors).
+The compression fold is timed twice in the same run: drawing its rounding noise with
+`aggregators.prng.uniform` (what the stages use) and with `jax.random.uniform` (as before
+`prng`; the same values, checked). Then the noise alone: one uniform per value of the
+quantized tensors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags
+
+from fedjax_compress import aggregators, models
+from fedjax_compress.aggregators import prng
+from fedjax_compress.aggregators.core import Clients
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("json", None, "Write the records here.")
+flags.DEFINE_integer("repeats", 7, "Timings per variant; the median is reported.")
+flags.DEFINE_integer("calls", 10, "Calls per timing.")
+
+
+@contextlib.contextmanager
+def jax_random_uniform():
+  """The stages draw their noise with `jax.random.uniform` while tracing."""
+  fast = prng.uniform
+  prng.uniform = lambda key, shape: jax.random.uniform(key, shape)
+  try:
+    yield
+  finally:
+    prng.uniform = fast
+
+
+def compiled_fold(aggregator, update):
+  """A jitted fold of one client (at cohort position 3 of 1000) into a partial result."""
+  state = aggregator.init(jax.tree.map(lambda x: x[0], update))
+  spec = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), update)
+  weights = jnp.ones((1,), jnp.float32)
+  clients = Clients(jnp.asarray([3], jnp.int32))
+  fold = jax.jit(lambda partial, update: aggregator.accumulate(
+      state, partial, update, weights, clients, jax.random.key(7))[0], donate_argnums=0)
+  start = lambda: aggregator.start(state, spec, 1000)
+  return fold.lower(start(), update).compile(), start
+
+
+def median_ms(run) -> float:
+  run()
+  times = []
+  for _ in range(FLAGS.repeats):
+    begin = time.perf_counter()
+    for _ in range(FLAGS.calls):
+      out = run()
+    jax.block_until_ready(out)
+    times.append((time.perf_counter() - begin) / FLAGS.calls * 1e3)
+  return statistics.median(times)
+
+
+def time_fold(fold, start, update) -> tuple[float, object]:
+  partial = [start()]
+
+  def run():
+    partial[0] = fold(partial[0], update)
+    return partial[0]
+  return median_ms(run), run()
+
+
+def main(argv):
+  del argv
+  if FLAGS.json and not Path(FLAGS.json).parent.is_dir():
+    raise app.UsageError(f"--json={FLAGS.json}: folder {Path(FLAGS.json).parent} does not exist.")
+  model = models.create_model("cnn", 62)
+  params = model.init(jax.random.key(0))
+  update = jax.tree.map(lambda x: 0.01 * jax.random.normal(jax.random.key(1), (1,) + x.shape),
+                        params)
+  cores = len(os.sched_getaffinity(0))
+  variants = {"mean()": (aggregators.mean(), contextlib.nullcontext),
+              "compression_aggregator()": (aggregators.compression_aggregator(),
+                                           contextlib.nullcontext),
+              "compression_aggregator(), jax.random.uniform": (
+                  aggregators.compression_aggregator(), jax_random_uniform)}
+  records, results = [], {}
+  for name, (aggregator, noise) in variants.items():
+    with noise():
+      fold, start = compiled_fold(aggregator, update)
+    ms, results[name] = time_fold(fold, start, update)
+    records.append({"variant": name, "ms_per_client": ms, "cores": cores})
+  same = all(np.array_equal(a, b) for a, b in zip(
+      jax.tree.leaves(results["compression_aggregator()"]),
+      jax.tree.leaves(results["compression_aggregator(), jax.random.uniform"])))
+  quantized = sum(x.size for x in jax.tree.leaves(params) if x.size > 20_000)
+  key = jax.random.key(2)
+  for name, draw in (("noise: prng.uniform", prng.uniform),
+                     ("noise: jax.random.uniform", jax.random.uniform)):
+    f = jax.jit(lambda k, draw=draw: draw(k, (quantized,)))
+    records.append({"variant": name, "ms_per_client": median_ms(lambda f=f: f(key)),
+                    "values": quantized, "cores": cores})
+  print(f"One CNN client (62 classes) folded into a round, {cores} core(s); compression's "
+        f"partial results with either noise equal: {same}\n")
+  print(f"{'variant':48s} {'ms per client':>14s}")
+  for r in records:
+    print(f"{r['variant']:48s} {r['ms_per_client']:14.2f}")
+  for r in records:
+    r["same_results"] = same
+  if FLAGS.json:
+    Path(FLAGS.json).write_text(json.dumps(records, indent=1))
+    print(f"\nwrote {FLAGS.json}")
+  if not same:
+    raise SystemExit("prng.uniform and jax.random.uniform gave different folds.")
+
+
+if __name__ == "__main__":
+  app.run(main)
