@@ -55,3 +55,11 @@ def test_stochastic_quantization_draws_jax_random_uniform():
   t = (x - lo) / ((hi - lo) / 255)
   expected = np.clip(np.floor(t + jax.random.uniform(key, t.shape)), 0, 255).astype(np.uint8)
   np.testing.assert_array_equal(np.asarray(enc.values), expected)
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the unrolled hash is for XLA:CPU")
+def test_uniform_on_cpu_runs_the_unrolled_hash():
+  key = jax.random.key(6)
+  ours = str(jax.make_jaxpr(lambda k: prng.uniform(k, (10,)))(key))
+  theirs = str(jax.make_jaxpr(lambda k: jax.random.uniform(k, (10,)))(key))
+  assert "random_bits" in theirs and "random_bits" not in ours
