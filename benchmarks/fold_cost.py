@@ -4,12 +4,14 @@
   taskset -c 0 python -m benchmarks.fold_cost --json=benchmarks/fold_cost_one_core.json
 
 One FedAvg CNN update (62 classes, 1,690,046 values), folded by `sequential` one client
-at a time (a jitted `accumulate`, partial result donated), for `mean()` and for TFF's
-`compression_aggregator()` (8-bit stochastic quantization of the three large tensors).
-The compression fold is timed twice in the same run: drawing its rounding noise with
-`aggregators.prng.uniform` (what the stages use) and with `jax.random.uniform` (as before
-`prng`; the same values, checked). Then the noise alone: one uniform per value of the
-quantized tensors.
+at a time (a jitted `accumulate`, partial result donated), for `mean()`, TFF's
+`compression_aggregator()` (8-bit stochastic quantization of the three large tensors)
+and a randomized Hadamard rotation before 2-bit quantization. The compressed folds are
+timed twice in the same run: drawing their noise (rounding, rotation signs) with
+`aggregators.prng` (what the stages use) and with `jax.random.uniform` (as before `prng`;
+the same values, checked). Then the noise alone: one uniform per value of the
+quantized tensors; and the Walsh-Hadamard transform of those values padded to 2^21,
+`rotation.fwht` against its earlier form (the same values, checked).
 """
 
 from __future__ import annotations
@@ -27,13 +29,23 @@ import numpy as np
 from absl import app, flags
 
 from fedjax_compress import aggregators, models
-from fedjax_compress.aggregators import prng
+from fedjax_compress.aggregators import prng, rotation
 from fedjax_compress.aggregators.core import Clients
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("json", None, "Write the records here.")
 flags.DEFINE_integer("repeats", 7, "Timings per variant; the median is reported.")
 flags.DEFINE_integer("calls", 10, "Calls per timing.")
+
+
+def fwht_rank_k(x):
+  """`rotation.fwht` as it was: the same levels on a [2, 2, ..., 2] view."""
+  k = x.shape[0].bit_length() - 1
+  x = x.reshape((2,) * k)
+  for axis in range(k):
+    a, b = jnp.take(x, 0, axis=axis), jnp.take(x, 1, axis=axis)
+    x = jnp.stack([a + b, a - b], axis=axis)
+  return x.reshape(-1)
 
 
 @contextlib.contextmanager
@@ -89,20 +101,25 @@ def main(argv):
   update = jax.tree.map(lambda x: 0.01 * jax.random.normal(jax.random.key(1), (1,) + x.shape),
                         params)
   cores = len(os.sched_getaffinity(0))
+  rotated = lambda: aggregators.encoded_mean(
+      aggregators.chain(aggregators.hadamard(), aggregators.uniform_quantize(bits=2)),
+      threshold=20_000)
   variants = {"mean()": (aggregators.mean(), contextlib.nullcontext),
               "compression_aggregator()": (aggregators.compression_aggregator(),
                                            contextlib.nullcontext),
               "compression_aggregator(), jax.random.uniform": (
-                  aggregators.compression_aggregator(), jax_random_uniform)}
+                  aggregators.compression_aggregator(), jax_random_uniform),
+              "hadamard, 2 bits": (rotated(), contextlib.nullcontext),
+              "hadamard, 2 bits, jax.random.uniform": (rotated(), jax_random_uniform)}
   records, results = [], {}
   for name, (aggregator, noise) in variants.items():
     with noise():
       fold, start = compiled_fold(aggregator, update)
     ms, results[name] = time_fold(fold, start, update)
     records.append({"variant": name, "ms_per_client": ms, "cores": cores})
-  same = all(np.array_equal(a, b) for a, b in zip(
-      jax.tree.leaves(results["compression_aggregator()"]),
-      jax.tree.leaves(results["compression_aggregator(), jax.random.uniform"])))
+  same = all(np.array_equal(a, b) for name in ("compression_aggregator()", "hadamard, 2 bits")
+             for a, b in zip(jax.tree.leaves(results[name]),
+                             jax.tree.leaves(results[f"{name}, jax.random.uniform"])))
   quantized = sum(x.size for x in jax.tree.leaves(params) if x.size > 20_000)
   key = jax.random.key(2)
   for name, draw in (("noise: prng.uniform", prng.uniform),
@@ -110,8 +127,19 @@ def main(argv):
     f = jax.jit(lambda k, draw=draw: draw(k, (quantized,)))
     records.append({"variant": name, "ms_per_client": median_ms(lambda f=f: f(key)),
                     "values": quantized, "cores": cores})
-  print(f"One CNN client (62 classes) folded into a round, {cores} core(s); compression's "
-        f"partial results with either noise equal: {same}\n")
+  padded = rotation.padded_size(quantized)
+  x = jax.random.normal(key, (padded,))
+  transforms = {}
+  for name, transform in (("fwht: rotation.fwht", rotation.fwht),
+                          ("fwht: rank-k view (before)", fwht_rank_k)):
+    f = jax.jit(transform)
+    transforms[name] = f(x)
+    records.append({"variant": name, "ms_per_client": median_ms(lambda f=f: f(x)),
+                    "values": padded, "cores": cores})
+  same = same and all(np.array_equal(transforms["fwht: rotation.fwht"], t)
+                      for t in transforms.values())
+  print(f"One CNN client (62 classes) folded into a round, {cores} core(s); partial results "
+        f"and transforms with either form equal: {same}\n")
   print(f"{'variant':48s} {'ms per client':>14s}")
   for r in records:
     print(f"{r['variant']:48s} {r['ms_per_client']:14.2f}")
@@ -121,7 +149,7 @@ def main(argv):
     Path(FLAGS.json).write_text(json.dumps(records, indent=1))
     print(f"\nwrote {FLAGS.json}")
   if not same:
-    raise SystemExit("prng.uniform and jax.random.uniform gave different folds.")
+    raise SystemExit("The two forms of the noise or of the transform gave different values.")
 
 
 if __name__ == "__main__":

@@ -35,6 +35,18 @@ def test_uniform_on_a_large_array_is_in_range_and_equal():
   assert 0.0 <= float(ours.min()) and float(ours.max()) < 1.0
 
 
+@pytest.mark.parametrize("shape", [(), (1,), (3, 5), (2**21,)])
+def test_rademacher_equals_jax_random_rademacher(shape):
+  key = jax.random.key(8)
+  ours = jax.jit(prng.rademacher, static_argnums=1)(key, shape)
+  np.testing.assert_array_equal(_bits(ours),
+                                _bits(jax.random.rademacher(key, shape, np.float32)))
+  keys = jax.random.split(key, 3)
+  np.testing.assert_array_equal(
+      _bits(jax.vmap(lambda k: prng.rademacher(k, (9,)))(keys)),
+      _bits(jax.vmap(lambda k: jax.random.rademacher(k, (9,), np.float32))(keys)))
+
+
 def test_uniform_falls_back_where_it_cannot_reproduce_jax():
   rbg = jax.random.key(3, impl="rbg")
   np.testing.assert_array_equal(_bits(prng.uniform(rbg, (5, 4))),

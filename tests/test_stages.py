@@ -83,6 +83,22 @@ def test_fwht_matches_the_hadamard_matrix():
                              rtol=1e-5, atol=1e-5)
 
 
+def _butterflies_widest_first(x):
+  """The transform's rounding, fixed: halves a, b -> [H(a + b), H(a - b)] in float32."""
+  if x.size == 1:
+    return x
+  a, b = np.split(x, 2)
+  return np.concatenate([_butterflies_widest_first(a + b), _butterflies_widest_first(a - b)])
+
+
+@pytest.mark.parametrize("n", [1, 2, 1024])
+def test_fwht_rounds_as_butterflies_widest_first(n):
+  # The order of the additions sets the rounding: recorded rotated runs reproduce.
+  x = np.random.default_rng(n).normal(size=n).astype(np.float32)
+  np.testing.assert_array_equal(np.asarray(jax.jit(rotation.fwht)(jnp.asarray(x))),
+                                _butterflies_widest_first(x))
+
+
 @pytest.mark.parametrize("n", [1, 1000, 4096])
 def test_hadamard_rotation_is_orthogonal_with_an_exact_inverse(n):
   x = jnp.asarray(np.random.default_rng(n).normal(size=n), jnp.float32)

@@ -1,12 +1,12 @@
-"""Uniform noise for the stages: `jax.random.uniform`'s values, bit for bit, faster on CPU.
+"""Noise for the stages: `jax.random.uniform`'s and `rademacher`'s values, bit for bit,
+faster on CPU.
 
-Stochastic rounding and dithering draw one uniform per value of an update (1.7 million
-for the FedAvg CNN, per client). JAX lowers its Threefry-2x32 hash on XLA:CPU as a
-rolled loop of five blocks of rounds, each writing its full-size intermediates to memory;
-the same hash written out round by round fuses into one elementwise loop, 2.6-2.8x
-faster at the CNN's size (`python -m benchmarks.fold_cost`). The values are those of
-`jax.random.uniform(key, shape)` (float32), which `uniform` calls instead off CPU and
-wherever it cannot reproduce them.
+Stochastic rounding, dithering and random rotations draw one number per value of an
+update (1.7 million for the FedAvg CNN, per client). JAX lowers its Threefry-2x32 hash
+on XLA:CPU as a rolled loop of five blocks of rounds, each writing its full-size
+intermediates to memory; the same hash written out round by round fuses into one
+elementwise loop, 3.3-3.9x faster at the CNN's size (`python -m benchmarks.fold_cost`).
+Off CPU, and wherever they cannot reproduce JAX's values, these functions call JAX's.
 """
 
 from __future__ import annotations
@@ -70,3 +70,12 @@ def uniform(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
   mantissa = (b0 ^ b1) >> np.uint32(32 - _MANTISSA_BITS)
   floats = jax.lax.bitcast_convert_type(mantissa | _ONE_BITS, jnp.float32) - 1.0
   return jnp.maximum(floats, 0.0)
+
+
+def rademacher(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+  """float32 random signs: `jax.random.rademacher(key, shape, jnp.float32)`, bit for bit."""
+  shape = tuple(shape)
+  if not (_unrolled_is_faster() and _reproducible(key, math.prod(shape))):
+    return jax.random.rademacher(key, shape, jnp.float32)
+  # JAX's signs: +1 where a uniform (float32) falls below one half.
+  return jnp.where(uniform(key, shape) < 0.5, 1.0, -1.0).astype(jnp.float32)
