@@ -5,13 +5,16 @@
 
 One FedAvg CNN update (62 classes, 1,690,046 values), folded by `sequential` one client
 at a time (a jitted `accumulate`, partial result donated), for `mean()`, TFF's
-`compression_aggregator()` (8-bit stochastic quantization of the three large tensors)
-and a randomized Hadamard rotation before 2-bit quantization. The compressed folds are
-timed twice in the same run: drawing their noise (rounding, rotation signs) with
-`aggregators.prng` (what the stages use) and with `jax.random.uniform` (as before `prng`;
-the same values, checked). Then the noise alone: one uniform per value of the
-quantized tensors; and the Walsh-Hadamard transform of those values padded to 2^21,
-`rotation.fwht` against its earlier form (the same values, checked).
+`compression_aggregator()` (8-bit stochastic quantization of the three large tensors),
+a randomized Hadamard rotation before 2-bit quantization, and `rand_k` (1%). The
+rounding and rotation folds are timed twice in the same run: drawing their noise
+(rounding, rotation signs) with `aggregators.prng` (what the stages use) and with
+`jax.random.uniform` (as before `prng`; the same values, checked). Then the noise
+alone: one uniform per value of the
+quantized tensors; the Walsh-Hadamard transform of those values padded to 2^21,
+`rotation.fwht` against its earlier form (the same values, checked); and `rand_k`'s
+indices into the dense kernel (1%), top-k of random keys against the full permutation
+it drew before (a different draw of the same distribution).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import numpy as np
 from absl import app, flags
 
 from fedjax_compress import aggregators, models
-from fedjax_compress.aggregators import prng, rotation
+from fedjax_compress.aggregators import prng, rotation, sparsify
 from fedjax_compress.aggregators.core import Clients
 
 FLAGS = flags.FLAGS
@@ -110,7 +113,9 @@ def main(argv):
               "compression_aggregator(), jax.random.uniform": (
                   aggregators.compression_aggregator(), jax_random_uniform),
               "hadamard, 2 bits": (rotated(), contextlib.nullcontext),
-              "hadamard, 2 bits, jax.random.uniform": (rotated(), jax_random_uniform)}
+              "hadamard, 2 bits, jax.random.uniform": (rotated(), jax_random_uniform),
+              "rand_k(fraction=0.01)": (aggregators.encoded_mean(
+                  aggregators.rand_k(fraction=0.01), threshold=20_000), contextlib.nullcontext)}
   records, results = [], {}
   for name, (aggregator, noise) in variants.items():
     with noise():
@@ -138,6 +143,14 @@ def main(argv):
                     "values": padded, "cores": cores})
   same = same and all(np.array_equal(transforms["fwht: rotation.fwht"], t)
                       for t in transforms.values())
+  dense = params["Dense_0"]["kernel"].size
+  kept = sparsify.num_kept(dense, None, 0.01)
+  for name, draw in (("rand_k indices: sparsify.random_indices", sparsify.random_indices),
+                     ("rand_k indices: jax.random.permutation (before)",
+                      lambda k, d, kept: jax.random.permutation(k, d)[:kept])):
+    f = jax.jit(lambda k, draw=draw: draw(k, dense, kept))
+    records.append({"variant": name, "ms_per_client": median_ms(lambda f=f: f(key)),
+                    "values": dense, "cores": cores})
   print(f"One CNN client (62 classes) folded into a round, {cores} core(s); partial results "
         f"and transforms with either form equal: {same}\n")
   print(f"{'variant':48s} {'ms per client':>14s}")

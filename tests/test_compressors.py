@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from fedjax_compress import aggregators as agg
-from fedjax_compress.aggregators import entropy, lloyd
+from fedjax_compress.aggregators import entropy, lloyd, sparsify
 from fedjax_compress.aggregators.rotation import padded_size
 
 KEY = jax.random.key(0)
@@ -152,6 +152,17 @@ def test_variance_is_within_the_derived_bound(stage, vary, bound):
   mse = float(jnp.mean(jnp.sum((decoded - x)**2, axis=1)))
   # 1000 trials of a sum of 512 terms: the mean is within a few percent of its expectation.
   assert mse <= 1.1 * bound(x)
+
+
+def test_rand_k_indices_are_distinct_and_each_equally_likely():
+  d, kept, trials = 50, 10, 4000
+  draw = jax.jit(jax.vmap(lambda key: sparsify.random_indices(key, d, kept)))
+  idx = np.asarray(draw(jax.random.split(KEY, trials)))
+  assert all(len(set(row)) == kept for row in idx) and idx.min() >= 0 and idx.max() < d
+  # Each index in a sample with probability kept / d: counts ~ Binomial(trials, 0.2),
+  # standard deviation 25; a lean toward low indices (ties broken by index) would show.
+  counts = np.bincount(idx.ravel(), minlength=d)
+  assert np.abs(counts - trials * kept / d).max() < 5 * math.sqrt(trials * 0.2 * 0.8)
 
 
 def test_dithered_error_is_uniform_and_independent_of_the_input():

@@ -21,6 +21,13 @@ def test_uniform_equals_jax_random_uniform(shape):
     assert ours.dtype == np.float32 and ours.shape == shape
 
 
+def test_bits_equal_jax_random_bits():
+  key = jax.random.key(9)
+  for shape in [(), (7,), (300, 11)]:
+    np.testing.assert_array_equal(jax.jit(prng.bits, static_argnums=1)(key, shape),
+                                  jax.random.bits(key, shape))
+
+
 def test_uniform_equals_jax_random_uniform_under_vmap():
   keys = jax.random.split(jax.random.key(1), 4)
   ours = jax.vmap(lambda k: prng.uniform(k, (6, 7)))(keys)

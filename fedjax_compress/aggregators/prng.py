@@ -1,11 +1,11 @@
-"""Noise for the stages: `jax.random.uniform`'s and `rademacher`'s values, bit for bit,
-faster on CPU.
+"""Noise for the stages: `jax.random.bits`', `uniform`'s and `rademacher`'s values, bit
+for bit, faster on CPU.
 
 Stochastic rounding, dithering and random rotations draw one number per value of an
 update (1.7 million for the FedAvg CNN, per client). JAX lowers its Threefry-2x32 hash
 on XLA:CPU as a rolled loop of five blocks of rounds, each writing its full-size
 intermediates to memory; the same hash written out round by round fuses into one
-elementwise loop, 3.3-3.9x faster at the CNN's size (`python -m benchmarks.fold_cost`).
+elementwise loop, 2.4-3.9x faster at the CNN's size (`python -m benchmarks.fold_cost`).
 Off CPU, and wherever they cannot reproduce JAX's values, these functions call JAX's.
 """
 
@@ -41,17 +41,28 @@ def threefry2x32(key: tuple[jax.Array, jax.Array], x0: jax.Array, x1: jax.Array)
   return x0, x1
 
 
-def _reproducible(key, size: int) -> bool:
-  """Whether `uniform` can reproduce `jax.random.uniform` for this key and size: a typed
+def _fast(key, shape: tuple[int, ...]) -> bool:
+  """Whether to hash here: on XLA:CPU (measured there; GPUs run JAX's own Threefry
+  kernel, TPUs already unroll it), and where that reproduces JAX's values: a typed
   Threefry key, JAX's partitionable counters, and a 32-bit counter space."""
-  return (jnp.issubdtype(key.dtype, jax.dtypes.prng_key) and key.shape == ()
+  return (jax.default_backend() == "cpu"
+          and jnp.issubdtype(key.dtype, jax.dtypes.prng_key) and key.shape == ()
           and str(jax.random.key_impl(key)) == "threefry2x32"
-          and jax.config.jax_threefry_partitionable and size < 2**32)
+          and jax.config.jax_threefry_partitionable and math.prod(shape) < 2**32)
 
 
-def _unrolled_is_faster() -> bool:
-  # Measured on XLA:CPU only; GPUs run JAX's own Threefry kernel, TPUs already unroll.
-  return jax.default_backend() == "cpu"
+def _hash_bits(key, shape: tuple[int, ...]) -> jax.Array:
+  data = jax.random.key_data(key)
+  # JAX's counters: a 64-bit iota over the flat array, as (high, low) uint32 words.
+  low = jax.lax.iota(jnp.uint32, math.prod(shape)).reshape(shape)
+  b0, b1 = threefry2x32((data[0], data[1]), jnp.zeros_like(low), low)
+  return b0 ^ b1
+
+
+def bits(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+  """Random uint32s: `jax.random.bits(key, shape)`, bit for bit."""
+  shape = tuple(shape)
+  return _hash_bits(key, shape) if _fast(key, shape) else jax.random.bits(key, shape)
 
 
 def uniform(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
@@ -60,14 +71,9 @@ def uniform(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
   Traceable, and vmaps over keys like `jax.random.uniform`.
   """
   shape = tuple(shape)
-  size = math.prod(shape)
-  if not (_unrolled_is_faster() and _reproducible(key, size)):
+  if not _fast(key, shape):
     return jax.random.uniform(key, shape)
-  data = jax.random.key_data(key)
-  # JAX's counters: a 64-bit iota over the flat array, as (high, low) uint32 words.
-  low = jax.lax.iota(jnp.uint32, size).reshape(shape)
-  b0, b1 = threefry2x32((data[0], data[1]), jnp.zeros_like(low), low)
-  mantissa = (b0 ^ b1) >> np.uint32(32 - _MANTISSA_BITS)
+  mantissa = _hash_bits(key, shape) >> np.uint32(32 - _MANTISSA_BITS)
   floats = jax.lax.bitcast_convert_type(mantissa | _ONE_BITS, jnp.float32) - 1.0
   return jnp.maximum(floats, 0.0)
 
@@ -75,7 +81,7 @@ def uniform(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
 def rademacher(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
   """float32 random signs: `jax.random.rademacher(key, shape, jnp.float32)`, bit for bit."""
   shape = tuple(shape)
-  if not (_unrolled_is_faster() and _reproducible(key, math.prod(shape))):
+  if not _fast(key, shape):
     return jax.random.rademacher(key, shape, jnp.float32)
   # JAX's signs: +1 where a uniform (float32) falls below one half.
   return jnp.where(uniform(key, shape) < 0.5, 1.0, -1.0).astype(jnp.float32)
