@@ -230,6 +230,17 @@ def test_huffman_stream_round_trips_and_its_length_is_the_code(symbols, bits):
     assert lengths[symbols - lo].mean() <= -np.sum(p * np.log2(p)) + 1
 
 
+def test_entropy_stage_names_packed_or_wider_codes_and_the_fix():
+  x = jax.random.normal(KEY, (4096,))
+  spec = jax.ShapeDtypeStruct(x.shape, x.dtype)
+  for before in (agg.uniform_quantize(4), agg.quantize_codes(8)):  # packed words; 8 bits
+    stage = agg.chain(before, agg.entropy_code(4))
+    with pytest.raises(Exception, match=r"outside 0\.\.15.*quantize_codes\(4\)"):
+      jax.block_until_ready(jax.jit(lambda x: stage.encode(stage.init(spec), x, KEY, KEY))(x))
+  with pytest.raises(ValueError, match="integer codes; got float32"):
+    agg.entropy_code(4).encode((), x, KEY, KEY)
+
+
 def test_entropy_stage_is_lossless_inside_jit_and_vmap_and_counts_the_stream():
   x = jax.random.normal(KEY, (3, 2048))
   coded = agg.chain(agg.dithered_codes(8, step=0.26), agg.entropy_code(8))

@@ -177,15 +177,29 @@ def capacity_words(n: int, bits: int) -> int:
 
 # The stage.
 
+def check_codes(codes: np.ndarray, bits: int) -> None:
+  """Raises unless every code is in 0..2^bits - 1."""
+  if codes.size and (codes.min() < 0 or codes.max() >= 2**bits):
+    raise ValueError(
+        f"entropy_code({bits}) got codes in {codes.min()}..{codes.max()}, outside "
+        f"0..{2**bits - 1}. It takes a code stage's output, not packed words: use "
+        f"quantize_codes({bits}) before it, not uniform_quantize (which packs), and give "
+        f"both the same bits.")
+
+
 def entropy_code(bits: int) -> Stage:
   """Huffman-codes codes in 0..2^bits - 1 into a `Stream` (lossless; host-side)."""
   _check_bits(bits)
 
   def encode(codes, key, shared_key):
+    if not jnp.issubdtype(codes.dtype, jnp.integer):
+      raise ValueError(f"entropy_code({bits}) codes integer codes; got {codes.dtype} values: "
+                       f"put it after a stage that emits codes, e.g. quantize_codes({bits}).")
     codes = codes.reshape(-1)
     num_words = capacity_words(codes.size, bits)
 
     def host(c):
+      check_codes(np.asarray(c), bits)
       stream = encode_stream(np.asarray(c), bits)
       return to_words(stream, num_words), np.int32(stream.size)
 
