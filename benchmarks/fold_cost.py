@@ -6,15 +6,21 @@
 One FedAvg CNN update (62 classes, 1,690,046 values), folded by `sequential` one client
 at a time (a jitted `accumulate`, partial result donated), for `mean()`, TFF's
 `compression_aggregator()` (8-bit stochastic quantization of the three large tensors),
-a randomized Hadamard rotation before 2-bit quantization, and `rand_k` (1%). The
-rounding and rotation folds are timed twice in the same run: drawing their noise
-(rounding, rotation signs) with `aggregators.prng` (what the stages use) and with
-`jax.random.uniform` (as before `prng`; the same values, checked). Then the noise
-alone: one uniform per value of the
-quantized tensors; the Walsh-Hadamard transform of those values padded to 2^21,
-`rotation.fwht` against its earlier form (the same values, checked); and `rand_k`'s
-indices into the dense kernel (1%), top-k of random keys against the full permutation
-it drew before (a different draw of the same distribution).
+a randomized Hadamard rotation before 2-bit quantization, `lloyd_max(2)`, `eden(2)` and
+`rand_k` (1%). The rounding and rotation folds are timed twice in the same run:
+drawing their noise (rounding, rotation signs) with `aggregators.prng` (what the stages
+use) and with `jax.random.uniform` (as before `prng`; the same values, checked).
+
+Then the pieces, each against its earlier form in the same run:
+- the noise alone: one uniform per value of the quantized tensors;
+- the Walsh-Hadamard transform of those values padded to 2^21, `rotation.fwht` (the
+  same values, checked);
+- `rand_k`'s indices into the dense kernel (1%): top-k of random keys against the full
+  permutation drawn before (a different draw of the same distribution);
+- the nearest of 4, 32 and 64 Gaussian levels (Lloyd-Max, EDEN) for each quantized
+  value, comparing it with every midpoint and by binary search (`jnp.searchsorted`'s
+  "compare_all" and "scan"; the same indices, checked); `lloyd.nearest_level` picks one
+  by the number of midpoints, and searched before.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ import numpy as np
 from absl import app, flags
 
 from fedjax_compress import aggregators, models
-from fedjax_compress.aggregators import prng, rotation, sparsify
+from fedjax_compress.aggregators import lloyd, prng, rotation, sparsify
 from fedjax_compress.aggregators.core import Clients
 
 FLAGS = flags.FLAGS
@@ -114,6 +120,10 @@ def main(argv):
                   aggregators.compression_aggregator(), jax_random_uniform),
               "hadamard, 2 bits": (rotated(), contextlib.nullcontext),
               "hadamard, 2 bits, jax.random.uniform": (rotated(), jax_random_uniform),
+              "lloyd_max(2)": (aggregators.encoded_mean(
+                  lloyd.lloyd_max(2), threshold=20_000), contextlib.nullcontext),
+              "eden(2)": (aggregators.encoded_mean(aggregators.eden(2), threshold=20_000),
+                          contextlib.nullcontext),
               "rand_k(fraction=0.01)": (aggregators.encoded_mean(
                   aggregators.rand_k(fraction=0.01), threshold=20_000), contextlib.nullcontext)}
   records, results = [], {}
@@ -151,6 +161,19 @@ def main(argv):
     f = jax.jit(lambda k, draw=draw: draw(k, dense, kept))
     records.append({"variant": name, "ms_per_client": median_ms(lambda f=f: f(key)),
                     "values": dense, "cores": cores})
+  values = jax.random.normal(key, (quantized,))
+  for bits in (2, 5, 6):
+    levels = jnp.asarray(lloyd.gaussian_levels(bits), jnp.float32)
+    found = {}
+    for method in ("compare_all", "scan"):
+      f = jax.jit(lambda v, levels, method=method: jnp.searchsorted(
+          (levels[1:] + levels[:-1]) / 2, v, method=method))
+      found[method] = f(values, levels)
+      records.append({"variant": f"nearest of {2**bits} levels: {method}",
+                      "ms_per_client": median_ms(lambda f=f: f(values, levels)),
+                      "values": quantized, "cores": cores})
+    same = same and np.array_equal(found["compare_all"], found["scan"]) and np.array_equal(
+        found["scan"], jax.jit(lloyd.nearest_level)(values, levels))
   print(f"One CNN client (62 classes) folded into a round, {cores} core(s); partial results "
         f"and transforms with either form equal: {same}\n")
   print(f"{'variant':48s} {'ms per client':>14s}")

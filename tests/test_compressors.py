@@ -230,6 +230,15 @@ def test_huffman_stream_round_trips_and_its_length_is_the_code(symbols, bits):
     assert lengths[symbols - lo].mean() <= -np.sum(p * np.log2(p)) + 1
 
 
+@pytest.mark.parametrize("bits", [1, 2, 5, 6])  # compared with every midpoint; searched
+def test_nearest_level_is_the_closest_level(bits):
+  levels = jnp.asarray(lloyd.gaussian_levels(bits), jnp.float32)
+  x = jnp.concatenate([_gaussian(5000, seed=bits) * 1.5, (levels[1:] + levels[:-1]) / 2 + 1e-6])
+  found = np.asarray(jax.jit(lloyd.nearest_level)(x, levels))
+  distance = np.abs(np.asarray(x)[:, None] - np.asarray(levels)[None])
+  np.testing.assert_array_equal(distance[np.arange(x.size), found], distance.min(axis=1))
+
+
 def test_entropy_stage_names_packed_or_wider_codes_and_the_fix():
   x = jax.random.normal(KEY, (4096,))
   spec = jax.ShapeDtypeStruct(x.shape, x.dtype)
