@@ -101,31 +101,26 @@ def time_fold(fold, start, update) -> tuple[float, object]:
   return median_ms(run), run()
 
 
-def main(argv):
-  del argv
-  if FLAGS.json and not Path(FLAGS.json).parent.is_dir():
-    raise app.UsageError(f"--json={FLAGS.json}: folder {Path(FLAGS.json).parent} does not exist.")
-  model = models.create_model("cnn", 62)
-  params = model.init(jax.random.key(0))
-  update = jax.tree.map(lambda x: 0.01 * jax.random.normal(jax.random.key(1), (1,) + x.shape),
-                        params)
-  cores = len(os.sched_getaffinity(0))
+def record(name: str, run, cores: int, **extra) -> dict:
+  return {"variant": name, "ms_per_client": median_ms(run), "cores": cores, **extra}
+
+
+def fold_records(update, cores: int) -> tuple[list[dict], bool]:
+  """Each aggregator's fold; whether the folds with either noise agree."""
   rotated = lambda: aggregators.encoded_mean(
       aggregators.chain(aggregators.hadamard(), aggregators.uniform_quantize(bits=2)),
       threshold=20_000)
-  variants = {"mean()": (aggregators.mean(), contextlib.nullcontext),
-              "compression_aggregator()": (aggregators.compression_aggregator(),
-                                           contextlib.nullcontext),
+  encoded = lambda stage: aggregators.encoded_mean(stage, threshold=20_000)
+  same_noise = contextlib.nullcontext
+  variants = {"mean()": (aggregators.mean(), same_noise),
+              "compression_aggregator()": (aggregators.compression_aggregator(), same_noise),
               "compression_aggregator(), jax.random.uniform": (
                   aggregators.compression_aggregator(), jax_random_uniform),
-              "hadamard, 2 bits": (rotated(), contextlib.nullcontext),
+              "hadamard, 2 bits": (rotated(), same_noise),
               "hadamard, 2 bits, jax.random.uniform": (rotated(), jax_random_uniform),
-              "lloyd_max(2)": (aggregators.encoded_mean(
-                  lloyd.lloyd_max(2), threshold=20_000), contextlib.nullcontext),
-              "eden(2)": (aggregators.encoded_mean(aggregators.eden(2), threshold=20_000),
-                          contextlib.nullcontext),
-              "rand_k(fraction=0.01)": (aggregators.encoded_mean(
-                  aggregators.rand_k(fraction=0.01), threshold=20_000), contextlib.nullcontext)}
+              "lloyd_max(2)": (encoded(lloyd.lloyd_max(2)), same_noise),
+              "eden(2)": (encoded(aggregators.eden(2)), same_noise),
+              "rand_k(fraction=0.01)": (encoded(aggregators.rand_k(fraction=0.01)), same_noise)}
   records, results = [], {}
   for name, (aggregator, noise) in variants.items():
     with noise():
@@ -135,57 +130,75 @@ def main(argv):
   same = all(np.array_equal(a, b) for name in ("compression_aggregator()", "hadamard, 2 bits")
              for a, b in zip(jax.tree.leaves(results[name]),
                              jax.tree.leaves(results[f"{name}, jax.random.uniform"])))
-  quantized = sum(x.size for x in jax.tree.leaves(params) if x.size > 20_000)
+  return records, same
+
+
+def piece_records(quantized: int, dense: int, cores: int) -> tuple[list[dict], bool]:
+  """The noise, the transform, rand_k's indices and the nearest level, each against its
+  earlier form; whether the forms that should agree do."""
   key = jax.random.key(2)
+  records, same = [], True
   for name, draw in (("noise: prng.uniform", prng.uniform),
                      ("noise: jax.random.uniform", jax.random.uniform)):
     f = jax.jit(lambda k, draw=draw: draw(k, (quantized,)))
-    records.append({"variant": name, "ms_per_client": median_ms(lambda f=f: f(key)),
-                    "values": quantized, "cores": cores})
+    records.append(record(name, lambda f=f: f(key), cores, values=quantized))
+
   padded = rotation.padded_size(quantized)
   x = jax.random.normal(key, (padded,))
-  transforms = {}
+  transforms = []
   for name, transform in (("fwht: rotation.fwht", rotation.fwht),
                           ("fwht: rank-k view (before)", fwht_rank_k)):
     f = jax.jit(transform)
-    transforms[name] = f(x)
-    records.append({"variant": name, "ms_per_client": median_ms(lambda f=f: f(x)),
-                    "values": padded, "cores": cores})
-  same = same and all(np.array_equal(transforms["fwht: rotation.fwht"], t)
-                      for t in transforms.values())
-  dense = params["Dense_0"]["kernel"].size
+    transforms.append(f(x))
+    records.append(record(name, lambda f=f: f(x), cores, values=padded))
+  same = same and np.array_equal(*transforms)
+
   kept = sparsify.num_kept(dense, None, 0.01)
   for name, draw in (("rand_k indices: sparsify.random_indices", sparsify.random_indices),
                      ("rand_k indices: jax.random.permutation (before)",
                       lambda k, d, kept: jax.random.permutation(k, d)[:kept])):
     f = jax.jit(lambda k, draw=draw: draw(k, dense, kept))
-    records.append({"variant": name, "ms_per_client": median_ms(lambda f=f: f(key)),
-                    "values": dense, "cores": cores})
+    records.append(record(name, lambda f=f: f(key), cores, values=dense))
+
   values = jax.random.normal(key, (quantized,))
   for bits in (2, 5, 6):
     levels = jnp.asarray(lloyd.gaussian_levels(bits), jnp.float32)
-    found = {}
+    found = [jax.jit(lloyd.nearest_level)(values, levels)]
     for method in ("compare_all", "scan"):
       f = jax.jit(lambda v, levels, method=method: jnp.searchsorted(
           (levels[1:] + levels[:-1]) / 2, v, method=method))
-      found[method] = f(values, levels)
-      records.append({"variant": f"nearest of {2**bits} levels: {method}",
-                      "ms_per_client": median_ms(lambda f=f: f(values, levels)),
-                      "values": quantized, "cores": cores})
-    same = same and np.array_equal(found["compare_all"], found["scan"]) and np.array_equal(
-        found["scan"], jax.jit(lloyd.nearest_level)(values, levels))
+      found.append(f(values, levels))
+      records.append(record(f"nearest of {2**bits} levels: {method}",
+                            lambda f=f: f(values, levels), cores, values=quantized))
+    same = same and all(np.array_equal(found[0], other) for other in found[1:])
+  return records, same
+
+
+def main(argv):
+  del argv
+  if FLAGS.json and not Path(FLAGS.json).parent.is_dir():
+    raise app.UsageError(f"--json={FLAGS.json}: folder {Path(FLAGS.json).parent} does not exist.")
+  model = models.create_model("cnn", 62)
+  params = model.init(jax.random.key(0))
+  update = jax.tree.map(lambda x: 0.01 * jax.random.normal(jax.random.key(1), (1,) + x.shape),
+                        params)
+  cores = len(os.sched_getaffinity(0))
+  records, folds_agree = fold_records(update, cores)
+  quantized = sum(x.size for x in jax.tree.leaves(params) if x.size > 20_000)
+  pieces, pieces_agree = piece_records(quantized, params["Dense_0"]["kernel"].size, cores)
+  records += pieces
+  same = folds_agree and pieces_agree
   print(f"One CNN client (62 classes) folded into a round, {cores} core(s); partial results "
         f"and transforms with either form equal: {same}\n")
   print(f"{'variant':48s} {'ms per client':>14s}")
   for r in records:
-    print(f"{r['variant']:48s} {r['ms_per_client']:14.2f}")
-  for r in records:
     r["same_results"] = same
+    print(f"{r['variant']:48s} {r['ms_per_client']:14.2f}")
   if FLAGS.json:
     Path(FLAGS.json).write_text(json.dumps(records, indent=1))
     print(f"\nwrote {FLAGS.json}")
   if not same:
-    raise SystemExit("The two forms of the noise or of the transform gave different values.")
+    raise SystemExit("The two forms of the noise, transform or level search disagreed.")
 
 
 if __name__ == "__main__":
