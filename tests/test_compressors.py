@@ -165,6 +165,12 @@ def test_rand_k_indices_are_distinct_and_each_equally_likely():
   assert np.abs(counts - trials * kept / d).max() < 5 * math.sqrt(trials * 0.2 * 0.8)
 
 
+def test_rand_k_indices_name_a_count_out_of_range():
+  for kept in (0, 51):
+    with pytest.raises(ValueError, match=f"kept={kept} of d=50"):
+      sparsify.random_indices(KEY, 50, kept)
+
+
 def test_dithered_error_is_uniform_and_independent_of_the_input():
   x = jnp.linspace(-1.0, 1.0, 4096)
   stage = agg.dithered(4)

@@ -86,6 +86,8 @@ def random_indices(shared_key: jax.Array, d: int, kept: int) -> jax.Array:
   50x longer at the CNN's 1.6M values). Equal keys (about d / 2^30 likely at the
   boundary) are broken by index.
   """
+  if not 1 <= kept <= d:
+    raise ValueError(f"random_indices keeps 1..d indices; got kept={kept} of d={d}.")
   keys = (prng.bits(shared_key, (d,)) >> np.uint32(2)) + np.uint32(_SMALLEST_NORMAL_BITS)
   return jax.lax.top_k(jax.lax.bitcast_convert_type(keys, jnp.float32), kept)[1]
 
