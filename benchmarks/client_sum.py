@@ -8,16 +8,15 @@ Why `aggregators.core.sum_over_clients` is a matrix-vector product: the fused
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
+from benchmarks import cli
 from fedjax_compress.aggregators.core import sum_over_clients
 
 FLAGS = flags.FLAGS
@@ -28,6 +27,7 @@ flags.DEFINE_integer("repeats", 5, "Timings per form; the median is reported.")
 
 def main(argv):
   del argv
+  cli.check_json_path(FLAGS.json)
   # The CNN's dense kernel, the largest leaf of an update: [clients, 3136, 512].
   x = jnp.asarray(np.random.default_rng(0).normal(size=(FLAGS.clients, 3136, 512)), jnp.float32)
   w = jnp.arange(1.0, FLAGS.clients + 1)
@@ -55,9 +55,7 @@ def main(argv):
   for r in records:
     r["ratio_to_matvec"] = r["ms"] / base
     print(f"{r['form']:<48} {r['ms']:>9.1f} ms  {r['ratio_to_matvec']:>8.1f}x")
-  if FLAGS.json:
-    Path(FLAGS.json).write_text(json.dumps(records, indent=2))
-    print(f"\nwrote {FLAGS.json}")
+  cli.write_json(FLAGS.json, records)
 
 
 if __name__ == "__main__":

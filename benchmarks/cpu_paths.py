@@ -51,6 +51,8 @@ from pathlib import Path
 
 from absl import app, flags
 
+from benchmarks import cli
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("json", None, "Write the records here.")
 flags.DEFINE_integer("steps", 8, "Steps per client per timing.", lower_bound=1)
@@ -280,6 +282,7 @@ def main(argv):
   if FLAGS.clients != 2:
     raise SystemExit(f"error: --clients={FLAGS.clients}: the paired and threaded forms run "
                      f"2 clients; leave it at 2.")
+  cli.check_json_path(FLAGS.json)
   configs = FLAGS.configs or list(CONFIGS)
   if "default" not in configs:
     configs = ["default"] + configs

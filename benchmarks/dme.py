@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
+from benchmarks import cli
 from fedjax_compress import aggregators as agg
 from fedjax_compress.aggregators import entropy
 from fedjax_compress.aggregators.dither import dithered_codes
@@ -215,6 +216,7 @@ def draw(records, path):
 
 def main(argv):
   del argv
+  cli.check_json_path(FLAGS.json)
   n = FLAGS.clients
   trials = FLAGS.trials or (2 if FLAGS.quick else 4)
   dims = [2**16] if FLAGS.quick else [2**16, 2**20]

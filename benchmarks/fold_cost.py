@@ -9,7 +9,7 @@ at a time (a jitted `accumulate`, partial result donated), for `mean()`, TFF's
 a randomized Hadamard rotation before 2-bit quantization, `lloyd_max(2)`, `eden(2)` and
 `rand_k` (1%). The rounding and rotation folds are timed twice in the same run:
 drawing their noise (rounding, rotation signs) with `aggregators.prng` (what the stages
-use) and with `jax.random.uniform` (as before `prng`; the same values, checked).
+use) and with `jax.random` (as before `prng`; the same values, checked).
 
 Then the pieces, each against its earlier form in the same run:
 - the noise alone: one uniform per value of the quantized tensors;
@@ -26,25 +26,25 @@ Then the pieces, each against its earlier form in the same run:
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import statistics
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
+from benchmarks import cli
 from fedjax_compress import aggregators, models
 from fedjax_compress.aggregators import lloyd, prng, rotation, sparsify
 from fedjax_compress.aggregators.core import Clients
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("json", None, "Write the records here.")
-flags.DEFINE_integer("repeats", 7, "Timings per variant; the median is reported.")
-flags.DEFINE_integer("calls", 10, "Calls per timing.")
+flags.DEFINE_integer("repeats", 7, "Timings per variant; the median is reported.",
+                     lower_bound=1)
+flags.DEFINE_integer("calls", 10, "Calls per timing.", lower_bound=1)
 
 
 def fwht_rank_k(x):
@@ -58,14 +58,14 @@ def fwht_rank_k(x):
 
 
 @contextlib.contextmanager
-def jax_random_uniform():
-  """The stages draw their noise with `jax.random.uniform` while tracing."""
-  fast = prng.uniform
-  prng.uniform = lambda key, shape: jax.random.uniform(key, shape)
+def jax_random():
+  """While tracing, `prng` calls `jax.random` as it does off CPU: the stages as before."""
+  fast = prng._fast  # pylint: disable=protected-access
+  prng._fast = lambda key, shape: False  # pylint: disable=protected-access
   try:
     yield
   finally:
-    prng.uniform = fast
+    prng._fast = fast  # pylint: disable=protected-access
 
 
 def compiled_fold(aggregator, update):
@@ -115,9 +115,9 @@ def fold_records(update, cores: int) -> tuple[list[dict], bool]:
   variants = {"mean()": (aggregators.mean(), same_noise),
               "compression_aggregator()": (aggregators.compression_aggregator(), same_noise),
               "compression_aggregator(), jax.random.uniform": (
-                  aggregators.compression_aggregator(), jax_random_uniform),
+                  aggregators.compression_aggregator(), jax_random),
               "hadamard, 2 bits": (rotated(), same_noise),
-              "hadamard, 2 bits, jax.random.uniform": (rotated(), jax_random_uniform),
+              "hadamard, 2 bits, jax.random.uniform": (rotated(), jax_random),
               "lloyd_max(2)": (encoded(lloyd.lloyd_max(2)), same_noise),
               "eden(2)": (encoded(aggregators.eden(2)), same_noise),
               "rand_k(fraction=0.01)": (encoded(aggregators.rand_k(fraction=0.01)), same_noise)}
@@ -176,8 +176,7 @@ def piece_records(quantized: int, dense: int, cores: int) -> tuple[list[dict], b
 
 def main(argv):
   del argv
-  if FLAGS.json and not Path(FLAGS.json).parent.is_dir():
-    raise app.UsageError(f"--json={FLAGS.json}: folder {Path(FLAGS.json).parent} does not exist.")
+  cli.check_json_path(FLAGS.json)
   model = models.create_model("cnn", 62)
   params = model.init(jax.random.key(0))
   update = jax.tree.map(lambda x: 0.01 * jax.random.normal(jax.random.key(1), (1,) + x.shape),
@@ -194,9 +193,7 @@ def main(argv):
   for r in records:
     r["same_results"] = same
     print(f"{r['variant']:48s} {r['ms_per_client']:14.2f}")
-  if FLAGS.json:
-    Path(FLAGS.json).write_text(json.dumps(records, indent=1))
-    print(f"\nwrote {FLAGS.json}")
+  cli.write_json(FLAGS.json, records, indent=1)
   if not same:
     raise SystemExit("The two forms of the noise, transform or level search disagreed.")
 

@@ -18,24 +18,23 @@ core: what each client gets when `sequential` trains two clients on a 2-core mac
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
+from benchmarks import cli
 from benchmarks.machine import matmul_gflops
 from fedjax_compress.models import shifted_patches
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("json", None, "Write the records here.")
-flags.DEFINE_integer("repeats", 7, "Timings per form; the median is reported.")
-flags.DEFINE_integer("calls", 10, "Calls per timing.")
+flags.DEFINE_integer("repeats", 7, "Timings per form; the median is reported.", lower_bound=1)
+flags.DEFINE_integer("calls", 10, "Calls per timing.", lower_bound=1)
 
 BATCH, SIZE, IN, OUT, K = 20, 14, 32, 64, 5
 
@@ -77,8 +76,7 @@ def median_ms(f, *args) -> float:
 
 def main(argv):
   del argv
-  if FLAGS.json and not Path(FLAGS.json).parent.is_dir():
-    raise app.UsageError(f"--json={FLAGS.json}: folder {Path(FLAGS.json).parent} does not exist.")
+  cli.check_json_path(FLAGS.json)
   rng = np.random.default_rng(0)
   x = jnp.asarray(rng.normal(size=(BATCH, SIZE, SIZE, IN)), jnp.float32)
   g = jnp.asarray(rng.normal(size=(BATCH, SIZE, SIZE, OUT)), jnp.float32)
@@ -99,9 +97,7 @@ def main(argv):
   for r in records:
     print(f"{r['form']:10s} {r['ms']:7.2f} {r['gflops']:8.1f} {r['of_matmul']:10.2f} "
           f"{r['max_abs_diff']:11.1e}")
-  if FLAGS.json:
-    Path(FLAGS.json).write_text(json.dumps(records, indent=1))
-    print(f"\nwrote {FLAGS.json}")
+  cli.write_json(FLAGS.json, records, indent=1)
 
 
 if __name__ == "__main__":

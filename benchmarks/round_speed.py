@@ -41,6 +41,7 @@ import numpy as np
 import optax
 from absl import app, flags
 
+from benchmarks import cli
 from benchmarks.machine import matmul_gflops
 from fedjax_compress import aggregators, learning, models
 from fedjax_compress.data import pipeline
@@ -264,8 +265,7 @@ def main(argv):
   if FLAGS.data_dir and not Path(FLAGS.data_dir).exists():
     raise SystemExit(f"error: --data_dir={FLAGS.data_dir} does not exist; pass a LEAF FEMNIST "
                      f"folder, or leave the flag out to use {DEFAULT_DATA} or the embedded data.")
-  if FLAGS.json and not Path(FLAGS.json).resolve().parent.is_dir():
-    raise SystemExit(f"error: --json={FLAGS.json}: its folder does not exist; create it first.")
+  cli.check_json_path(FLAGS.json)
   checks = [("strategies", learning.STRATEGIES),
             ("aggregators", (*aggregators.AGGREGATORS, "default")),
             ("model", models.model_names()),
@@ -310,9 +310,7 @@ def main(argv):
           f"{r['ratio_to_baseline']:>6.3f} {r['examples_per_s']:>11.0f} "
           f"{r['round_gflops']:>8.1f} {r['flop_fraction']:>9.2f} {r['compile_s']:>10.2f} "
           f"{r['peak_rss_mib']:>13.0f} {r.get('device_peak_mib') or 0:>11.0f}")
-  if FLAGS.json:
-    Path(FLAGS.json).write_text(json.dumps(records, indent=2))
-    print(f"\nwrote {FLAGS.json}")
+  cli.write_json(FLAGS.json, records)
 
 
 if __name__ == "__main__":

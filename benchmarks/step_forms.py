@@ -11,16 +11,15 @@ ratio against the first model's loop. These numbers chose the CPU strategy
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
-from pathlib import Path
 
 import jax
 import numpy as np
 import optax
 from absl import app, flags
 
+from benchmarks import cli
 from fedjax_compress import models
 
 FLAGS = flags.FLAGS
@@ -93,10 +92,8 @@ def time_forms(model_name: str) -> list[dict]:
 
 def main(argv):
   del argv
-  if unknown := sorted(set(FLAGS.models) - set(models.model_names())):
-    raise SystemExit(f"error: --models: {unknown} unknown; valid: {models.model_names()}.")
-  if FLAGS.json and not Path(FLAGS.json).resolve().parent.is_dir():
-    raise SystemExit(f"error: --json={FLAGS.json}: its folder does not exist; create it first.")
+  cli.check_model_names(FLAGS.models)
+  cli.check_json_path(FLAGS.json)
   records = [r for name in FLAGS.models for r in time_forms(name)]
   base = records[0]["ms_per_step"]
   print(f"\nOne FedAvg CNN SGD step, batch 20, backend {jax.default_backend()}, "
@@ -106,9 +103,7 @@ def main(argv):
     r["ratio_to_loop"] = r["ms_per_step"] / base
     print(f"{r['model']:<14} {r['form']:<45} {r['ms_per_step']:>8.1f} {r['ratio_to_loop']:>7.2f} "
           f"{r['first_call_s']:>13.2f}")
-  if FLAGS.json:
-    Path(FLAGS.json).write_text(json.dumps(records, indent=2))
-    print(f"\nwrote {FLAGS.json}")
+  cli.write_json(FLAGS.json, records)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ import numpy as np
 import optax
 from absl import app, flags
 
+from benchmarks import cli
 from benchmarks.machine import matmul_gflops
 from fedjax_compress import models
 from fedjax_compress.learning import client, execution
@@ -145,10 +146,8 @@ def reference_step_flops() -> float:
 
 def main(argv):
   del argv
-  if unknown := sorted(set(FLAGS.models) - set(models.model_names())):
-    raise SystemExit(f"error: --models: {unknown} unknown; valid: {models.model_names()}.")
-  if FLAGS.json and not Path(FLAGS.json).resolve().parent.is_dir():
-    raise SystemExit(f"error: --json={FLAGS.json}: its folder does not exist; create it first.")
+  cli.check_model_names(FLAGS.models)
+  cli.check_json_path(FLAGS.json)
   flops = reference_step_flops()
   records = [profile(name, flops) for name in FLAGS.models]
   matmul = matmul_gflops()
@@ -170,9 +169,7 @@ def main(argv):
     for name, busy, span, is_matmul, source in r["ops"][:FLAGS.top]:
       timing = f"{busy:7.3f}" + (f" (span {span:.3f})" if span != busy else " " * 14)
       print(f"  {timing}  {'matmul' if is_matmul else 'other ':<6}  {name:<26} {source}")
-  if FLAGS.json:
-    Path(FLAGS.json).write_text(json.dumps(records, indent=2))
-    print(f"\nwrote {FLAGS.json}")
+  cli.write_json(FLAGS.json, records)
 
 
 if __name__ == "__main__":

@@ -193,14 +193,15 @@ def entropy_code(bits: int) -> Stage:
 
   def encode(codes, key, shared_key):
     if not jnp.issubdtype(codes.dtype, jnp.integer):
-      raise ValueError(f"entropy_code({bits}) codes integer codes; got {codes.dtype} values: "
+      raise ValueError(f"entropy_code({bits}) encodes integer codes; got {codes.dtype} values: "
                        f"put it after a stage that emits codes, e.g. quantize_codes({bits}).")
     codes = codes.reshape(-1)
     num_words = capacity_words(codes.size, bits)
 
     def host(c):
-      check_codes(np.asarray(c), bits)
-      stream = encode_stream(np.asarray(c), bits)
+      c = np.asarray(c)
+      check_codes(c, bits)
+      stream = encode_stream(c, bits)
       return to_words(stream, num_words), np.int32(stream.size)
 
     shapes = (jax.ShapeDtypeStruct((num_words,), jnp.uint32), jax.ShapeDtypeStruct((), jnp.int32))

@@ -59,6 +59,12 @@ def _hash_bits(key, shape: tuple[int, ...]) -> jax.Array:
   return b0 ^ b1
 
 
+def _hash_uniform(key, shape: tuple[int, ...]) -> jax.Array:
+  mantissa = _hash_bits(key, shape) >> np.uint32(32 - _MANTISSA_BITS)
+  floats = jax.lax.bitcast_convert_type(mantissa | _ONE_BITS, jnp.float32) - 1.0
+  return jnp.maximum(floats, 0.0)
+
+
 def bits(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
   """Random uint32s: `jax.random.bits(key, shape)`, bit for bit."""
   shape = tuple(shape)
@@ -71,11 +77,7 @@ def uniform(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
   Traceable, and vmaps over keys like `jax.random.uniform`.
   """
   shape = tuple(shape)
-  if not _fast(key, shape):
-    return jax.random.uniform(key, shape)
-  mantissa = _hash_bits(key, shape) >> np.uint32(32 - _MANTISSA_BITS)
-  floats = jax.lax.bitcast_convert_type(mantissa | _ONE_BITS, jnp.float32) - 1.0
-  return jnp.maximum(floats, 0.0)
+  return _hash_uniform(key, shape) if _fast(key, shape) else jax.random.uniform(key, shape)
 
 
 def rademacher(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
@@ -84,4 +86,4 @@ def rademacher(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
   if not _fast(key, shape):
     return jax.random.rademacher(key, shape, jnp.float32)
   # JAX's signs: +1 where a uniform (float32) falls below one half.
-  return jnp.where(uniform(key, shape) < 0.5, 1.0, -1.0).astype(jnp.float32)
+  return jnp.where(_hash_uniform(key, shape) < 0.5, 1.0, -1.0).astype(jnp.float32)
