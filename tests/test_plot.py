@@ -1,8 +1,11 @@
 """experiments.plot on generated metrics.jsonl files."""
 
+import hashlib
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -30,6 +33,7 @@ def runs(tmp_path):
 
 def test_cli_writes_png_and_svg(runs, tmp_path, capsys):
   out = tmp_path / "plots" / "cmp"
+  out.parent.mkdir()
   paths = plot.main([f"--workdirs={runs[0]},{runs[1]}", f"--out={out}", "--logx",
                      "--smooth=3", "--unit=Mibit"])
   assert paths == [f"{out}.png", f"{out}.svg"]
@@ -91,3 +95,193 @@ def test_module_entry_point_exits_with_message(tmp_path):
   assert result.returncode == 1
   assert "error: workdir" in result.stderr and "does not exist" in result.stderr
   assert not (tmp_path / "x.png").exists()
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _tree(root):
+  """{relative path: sha256} of every file under root (folders as None)."""
+  out = {}
+  for path in sorted(Path(root).rglob("*")):
+    rel = str(path.relative_to(root))
+    out[rel] = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+  return out
+
+
+def _metrics(path, text):
+  path.mkdir()
+  (path / "metrics.jsonl").write_bytes(text if isinstance(text, bytes) else text.encode())
+  return path
+
+
+def _fake_matplotlib(tmp, body):
+  """A folder to put first on PYTHONPATH whose `matplotlib` runs `body` on import."""
+  folder = tmp / "fake_site"
+  folder.mkdir()
+  (folder / "matplotlib.py").write_text(body)
+  return {"PYTHONPATH": str(folder)}
+
+
+def _readonly_dir(tmp):
+  folder = tmp / "readonly"
+  folder.mkdir()
+  folder.chmod(0o555)
+  if os.access(folder, os.W_OK):  # root ignores the mode
+    pytest.skip("running as root: a chmod 555 folder is still writable")
+  return folder
+
+
+def _unwritable_system_dir(tmp):
+  if not os.path.isdir("/sys") or os.access("/sys", os.W_OK) and _probe("/sys"):
+    pytest.skip("/sys is writable here")
+  return Path("/sys")
+
+
+def _probe(folder):
+  import tempfile
+  try:
+    tempfile.TemporaryFile(dir=folder).close()
+    return True
+  except OSError:
+    return False
+
+
+def _run_with(tmp, text):
+  """--workdirs= a fresh workdir whose metrics.jsonl holds `text`."""
+  return "--workdirs=" + str(_metrics(tmp / "run", text))
+
+
+def _mkdir(path):
+  path.mkdir()
+  return path
+
+
+CORRUPT = '{"round": 1}\n{"round": 2\n'
+NO_ROUND = '{"loss": 1.0}\n'
+ROUND_TEXT = '{"round": "one"}\n'
+BITS_TEXT = '{"round": 1, "aggregated_bits": "x"}\n'
+UPLINK_ONLY = '{"round": 1, "aggregated_bits": 8}\n'
+NO_MATPLOTLIB = "raise ModuleNotFoundError(\"No module named 'matplotlib'\")\n"
+CTRL_C = "import os, signal\nos.kill(os.getpid(), signal.SIGINT)\n"
+
+# (id, setup(tmp, good workdir) -> (argv, extra env), exit status, what the error line says)
+BAD_INVOCATIONS = [
+    ("no_flags", lambda t, g: ([], {}), 2, "--workdirs is required"),
+    ("no_workdirs", lambda t, g: ([f"--out={t / 'o'}"], {}), 2, "--workdirs is required"),
+    ("empty_workdirs", lambda t, g: (["--workdirs=,", f"--out={t / 'o'}"], {}), 2,
+     "names no workdir"),
+    ("missing_workdir", lambda t, g: ([f"--workdirs={g},{t / 'nope'}", f"--out={t / 'o'}"], {}),
+     1, "does not exist"),
+    ("no_metrics_file", lambda t, g: ([f"--workdirs={_mkdir(t / 'bare')}", f"--out={t / 'o'}"],
+                                      {}), 1, "metrics.jsonl not found"),
+    ("empty_metrics", lambda t, g: ([_run_with(t, ""), f"--out={t / 'o'}"], {}), 1, "is empty"),
+    ("blank_metrics", lambda t, g: ([_run_with(t, "\n\n"), f"--out={t / 'o'}"], {}), 1,
+     "is empty"),
+    ("corrupt_json", lambda t, g: ([_run_with(t, CORRUPT), f"--out={t / 'o'}"], {}), 1,
+     "line 2: not JSON"),
+    ("no_round_key", lambda t, g: ([_run_with(t, NO_ROUND), f"--out={t / 'o'}"], {}), 1,
+     "'round' key"),
+    ("not_an_object", lambda t, g: ([_run_with(t, "[1, 2]\n"), f"--out={t / 'o'}"], {}), 1,
+     "'round' key"),
+    ("round_not_number", lambda t, g: ([_run_with(t, ROUND_TEXT), f"--out={t / 'o'}"], {}), 1,
+     "round='one' is not a number"),
+    ("bits_not_number", lambda t, g: ([_run_with(t, BITS_TEXT), f"--out={t / 'o'}"], {}), 1,
+     "aggregated_bits='x' is not a number"),
+    ("not_utf8", lambda t, g: ([_run_with(t, b"\xff\xfe\x00\n"), f"--out={t / 'o'}"], {}), 1,
+     "not UTF-8"),
+    ("labels_count", lambda t, g: ([f"--workdirs={g}", "--labels=a,b", f"--out={t / 'o'}"], {}),
+     2, "2 labels for 1 workdirs"),
+    ("labels_not_distinct", lambda t, g: ([f"--workdirs={g},{g}", f"--out={t / 'o'}"], {}), 1,
+     "not distinct"),
+    ("out_folder_missing", lambda t, g: ([f"--workdirs={g}", f"--out={t / 'no' / 'o'}"], {}), 2,
+     "does not exist; create it"),
+    ("out_folder_is_file", lambda t, g: ([f"--workdirs={g}",
+                                          f"--out={g / 'metrics.jsonl' / 'o'}"], {}), 2,
+     "is not a folder"),
+    ("out_folder_readonly", lambda t, g: ([f"--workdirs={g}", f"--out={_readonly_dir(t) / 'o'}"],
+                                          {}), 2, "is not writable"),
+    ("out_folder_unwritable_mount", lambda t, g: (
+        [f"--workdirs={g}", f"--out={_unwritable_system_dir(t) / 'o'}"], {}), 2, "not writable"),
+    ("out_empty", lambda t, g: ([f"--workdirs={g}", "--out="], {}), 2, "--out is empty"),
+    ("out_is_folder", lambda t, g: ([f"--workdirs={g}", f"--out={t}/"], {}), 2, "names a folder"),
+    ("out_png_is_folder", lambda t, g: ([f"--workdirs={g}",
+                                         f"--out={_mkdir(t / 'o.png').parent / 'o'}"], {}), 2,
+     "o.png is a folder"),
+    ("unknown_bits", lambda t, g: ([f"--workdirs={g}", "--bits=uplink", f"--out={t / 'o'}"], {}),
+     2, "invalid choice: 'uplink'"),
+    ("bits_absent_in_run", lambda t, g: (
+        [_run_with(t, UPLINK_ONLY), "--bits=update_bits", f"--out={t / 'o'}"], {}), 1,
+     "pick another --bits"),
+    ("unknown_unit", lambda t, g: ([f"--workdirs={g}", "--unit=MB", f"--out={t / 'o'}"], {}), 2,
+     "invalid choice: 'MB'"),
+    ("unknown_flag", lambda t, g: ([f"--workdirs={g}", "--bogus=1", f"--out={t / 'o'}"], {}), 2,
+     "unrecognized arguments: --bogus=1"),
+    ("positional_argument", lambda t, g: ([f"--workdirs={g}", "extra", f"--out={t / 'o'}"], {}), 2,
+     "unrecognized arguments: extra"),
+    ("smooth_not_number", lambda t, g: ([f"--workdirs={g}", "--smooth=ten", f"--out={t / 'o'}"],
+                                        {}), 2, "invalid int value: 'ten'"),
+    ("smooth_below_one", lambda t, g: ([f"--workdirs={g}", "--smooth=-3", f"--out={t / 'o'}"], {}),
+     2, "at least 1"),
+    ("matplotlib_missing", lambda t, g: ([f"--workdirs={g}", f"--out={t / 'o'}"],
+                                         _fake_matplotlib(t, NO_MATPLOTLIB)), 1,
+     "pip install -e '.[plot]'"),
+    ("ctrl_c", lambda t, g: ([f"--workdirs={g}", f"--out={t / 'o'}"],
+                             _fake_matplotlib(t, CTRL_C)), 130, "interrupted"),
+]
+
+
+@pytest.mark.parametrize("setup,code,words", [c[1:] for c in BAD_INVOCATIONS],
+                         ids=[c[0] for c in BAD_INVOCATIONS])
+def test_bad_invocation_is_one_error_line(tmp_path, setup, code, words):
+  good = write_run(tmp_path / "good")
+  argv, env_extra = setup(tmp_path, good)
+  before = _tree(tmp_path)
+  repo_before = set(os.listdir(REPO))
+  env = {**os.environ, "JAX_PLATFORMS": "cpu", **env_extra}
+  result = subprocess.run([sys.executable, "-m", "experiments.plot", *argv], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=120)
+  lines = result.stderr.splitlines()
+  assert result.returncode == code, result.stderr
+  assert len(lines) == 1 and lines[0].startswith("error: ") and lines[0].strip() != "error:", lines
+  assert words in lines[0]
+  assert "Traceback" not in result.stdout + result.stderr
+  if (tmp_path / "readonly").exists():
+    (tmp_path / "readonly").chmod(0o755)
+  assert _tree(tmp_path) == before  # no output, no temp file, the workdirs untouched
+  assert set(os.listdir(REPO)) == repo_before
+
+
+def test_ctrl_c_in_process_exits_130(runs, tmp_path, monkeypatch, capsys):
+  def interrupt(workdir):
+    raise KeyboardInterrupt
+  monkeypatch.setattr(plot, "read_metrics", interrupt)
+  with pytest.raises(SystemExit) as exit_info:
+    plot.cli([f"--workdirs={runs[0]}", f"--out={tmp_path / 'o'}"])
+  assert exit_info.value.code == 130
+  err = capsys.readouterr().err.splitlines()
+  assert len(err) == 1 and err[0].startswith("error: interrupted")
+
+
+def test_interrupted_save_leaves_no_partial_file(tmp_path):
+  class Fig:
+    def savefig(self, f, **kwargs):
+      f.write(b"half a png")
+      raise KeyboardInterrupt
+  (tmp_path / "o.png").write_bytes(b"earlier plot")
+  with pytest.raises(KeyboardInterrupt):
+    plot.save(Fig(), tmp_path / "o")
+  assert _tree(tmp_path) == {"o.png": hashlib.sha256(b"earlier plot").hexdigest()}
+
+
+def test_plot_imports_neither_jax_nor_tensorflow(runs, tmp_path):
+  result = subprocess.run(
+      [sys.executable, "-X", "importtime", "-m", "experiments.plot",
+       f"--workdirs={runs[0]},{runs[1]}", f"--out={tmp_path / 'o'}"],
+      cwd=REPO, env={**os.environ, "JAX_PLATFORMS": "cpu"}, capture_output=True, text=True,
+      timeout=120)
+  assert result.returncode == 0, result.stderr
+  modules = {line.rsplit("|", 1)[-1].strip().split(".")[0]
+             for line in result.stderr.splitlines() if line.startswith("import time:")}
+  assert "matplotlib" in modules
+  assert not modules & {"jax", "jaxlib", "flax", "tensorflow", "fedjax_compress"}, modules
