@@ -267,7 +267,7 @@ def main(argv):
                      f"folder, or leave the flag out to use {DEFAULT_DATA} or the embedded data.")
   cli.check_json_path(FLAGS.json)
   checks = [("strategies", learning.STRATEGIES),
-            ("aggregators", (*aggregators.AGGREGATORS, "default")),
+            ("aggregators", (*aggregators.aggregator_names(), "default")),
             ("model", models.model_names()),
             ("baseline_model", [*models.model_names(), None])]
   for name, valid in checks:

@@ -248,8 +248,14 @@ def test_nearest_level_is_the_closest_level(bits):
 def test_entropy_stage_names_packed_or_wider_codes_and_the_fix():
   x = jax.random.normal(KEY, (4096,))
   spec = jax.ShapeDtypeStruct(x.shape, x.dtype)
+  # Declared stages are refused when chained, naming both and the fix.
+  with pytest.raises(ValueError, match=r"packed uint32 words; use .*quantize_codes"):
+    agg.chain(agg.uniform_quantize(4), agg.entropy_code(4))
+  with pytest.raises(ValueError, match=r"codes of 8 bits; give both the same bits"):
+    agg.chain(agg.quantize_codes(8), agg.entropy_code(4))
+  # Undeclared ones (a custom stage) are caught when the codes arrive.
   for before in (agg.uniform_quantize(4), agg.quantize_codes(8)):  # packed words; 8 bits
-    stage = agg.chain(before, agg.entropy_code(4))
+    stage = agg.chain(before._replace(emits=agg.ANY), agg.entropy_code(4))
     with pytest.raises(Exception, match=r"outside 0\.\.15.*quantize_codes\(4\)"):
       jax.block_until_ready(jax.jit(lambda x: stage.encode(stage.init(spec), x, KEY, KEY))(x))
   with pytest.raises(ValueError, match="integer codes; got float32"):

@@ -11,9 +11,9 @@ import numpy as np
 import optax
 
 from configs import default
-from experiments import train
+from experiments import overrides, train
 from fedjax_compress import aggregators as agg
-from fedjax_compress import learning
+from fedjax_compress import learning, models
 from fedjax_compress.aggregators.rotation import padded_size
 from fedjax_compress.data import pipeline
 
@@ -48,12 +48,12 @@ def test_the_documented_stage_plugs_into_fed_avg(tmp_path, tiny_model, small_dat
 
 def test_the_documented_stage_plugs_into_a_config_by_name(tmp_path):
   config = default.get_config()
-  config.model, config.rounds, config.clients_per_round, config.eval_every = "mlp", 2, 3, 2
-  config.aggregator, config.stages = "encoded_mean", "hadamard,my_sign"
-  config.encode_threshold = 0
-  config.imports = _write_module(tmp_path)
+  for key, value in [("model", "mlp"), ("rounds", "2"), ("clients_per_round", "3"),
+                     ("eval_every", "2"), ("imports", _write_module(tmp_path)),
+                     ("aggregator", "encoded_mean(stages='hadamard,my_sign', threshold=0)")]:
+    overrides.apply(config, key, value)
   history = train.train_and_evaluate(config, str(tmp_path / "run"))
-  template = jax.eval_shape(train.models.create_model("mlp", 10).init, jax.random.key(0))
+  template = jax.eval_shape(models.create_model("mlp", 10).init, jax.random.key(0))
   assert history[-1]["round_update_bits"] == 3 * _sign_bits(template)
   logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
   assert [r["round"] for r in logged] == [1, 2] and "eval/accuracy" in logged[-1]

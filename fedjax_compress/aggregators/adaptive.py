@@ -40,11 +40,12 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from fedjax_compress.aggregators import arguments as check
 from fedjax_compress.aggregators.core import Stream
-from fedjax_compress.aggregators.quantize import grid_codes, grid_values
-from fedjax_compress.aggregators.stages import Encoded, Stage
+from fedjax_compress.aggregators.quantize import MAX_CODE_BITS, grid_codes, grid_values
+from fedjax_compress.aggregators.stages import FLOAT, STREAM, Encoded, Stage, named
 
-MAX_BITS = 16
+MAX_BITS = MAX_CODE_BITS
 
 
 class AdaptiveSide(NamedTuple):
@@ -123,6 +124,7 @@ def next_bits(bits: jax.Array, distortion: jax.Array, target_vnmse: float, min_b
   return jnp.clip(new, min_bits, max_bits).astype(jnp.int32)
 
 
+@named
 def adaptive_quantize(target_vnmse: float, *, min_bits: int = 1, max_bits: int = 8,
                       initial_bits: int = 4, stochastic: bool = True,
                       drop_margin: float = 1.5) -> Stage:
@@ -141,18 +143,13 @@ def adaptive_quantize(target_vnmse: float, *, min_bits: int = 1, max_bits: int =
   empty array: the codes travel in the side's `Stream`, so nothing can follow this stage
   in a chain.
   """
-  for name, value in [("min_bits", min_bits), ("max_bits", max_bits),
-                      ("initial_bits", initial_bits)]:
-    if not isinstance(value, int) or isinstance(value, bool):
-      raise ValueError(f"{name}={value!r} must be an int.")
-  if not 1 <= min_bits <= initial_bits <= max_bits <= MAX_BITS:
-    raise ValueError(f"Need 1 <= min_bits <= initial_bits <= max_bits <= {MAX_BITS}; got "
-                     f"min_bits={min_bits}, initial_bits={initial_bits}, max_bits={max_bits}.")
-  if not drop_margin >= 1:
-    raise ValueError(f"drop_margin={drop_margin!r} must be >= 1.")
-  if not target_vnmse > 0:  # also rejects NaN
-    raise ValueError(f"target_vnmse={target_vnmse!r} must be positive.")
-  target_vnmse = float(target_vnmse)
+  owner = "adaptive_quantize"
+  target_vnmse = check.real(owner, "target_vnmse", target_vnmse, 0.0, lo_open=True)
+  min_bits = check.integer(owner, "min_bits", min_bits, 1, MAX_BITS)
+  max_bits = check.integer(owner, "max_bits", max_bits, min_bits, MAX_BITS)
+  initial_bits = check.integer(owner, "initial_bits", initial_bits, min_bits, max_bits)
+  stochastic = check.boolean(owner, "stochastic", stochastic)
+  drop_margin = check.real(owner, "drop_margin", drop_margin, 1.0)
 
   def init(spec):
     return jnp.asarray(initial_bits, jnp.int32)
@@ -183,4 +180,5 @@ def adaptive_quantize(target_vnmse: float, *, min_bits: int = 1, max_bits: int =
     return next_bits(state, jnp.mean(sides.distortion), target_vnmse, min_bits, max_bits,
                      drop_margin)
 
-  return Stage(init, encode, decode, commutes_with_sum=False, update=update)
+  return Stage(init, encode, decode, commutes_with_sum=False, update=update, takes=FLOAT,
+               emits=STREAM)

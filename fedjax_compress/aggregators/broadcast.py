@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from fedjax_compress.aggregators.core import measured_bits, payload_bits
-from fedjax_compress.aggregators.encoded import Policy, above_threshold, common_key, leaf_codecs
+from fedjax_compress.aggregators.encoded import Policy, common_key, leaf_codecs, stage_policy
 from fedjax_compress.aggregators.stages import Spec, Stage
 
 
@@ -41,7 +41,7 @@ def encoded_broadcast(stage: Stage | Policy, *, threshold: int = 0) -> Broadcast
                       "their state would have to be broadcast as well.")
   if isinstance(stage, Stage) and stage.update is not None:
     raise ValueError(adaptive_message)  # A policy's stages are known only per leaf, in `send`.
-  policy = stage if not isinstance(stage, Stage) else above_threshold(stage, threshold)
+  policy = stage_policy("encoded_broadcast", stage, threshold)
 
   def send(params, key):
     specs = jax.tree.map(lambda x: Spec(x.shape, x.dtype), params)

@@ -11,11 +11,18 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
+from fedjax_compress.aggregators import arguments as check
 from fedjax_compress.aggregators import prng
-from fedjax_compress.aggregators.quantize import _check_bits, _code_dtype, bitpack
-from fedjax_compress.aggregators.stages import Encoded, Stage, chain, stateless
+from fedjax_compress.aggregators.quantize import bitpack, check_bits, code_dtype
+from fedjax_compress.aggregators.stages import (FLOAT, Encoded, Stage, chain, codes_kind, named,
+                                                stateless)
 
 
+def _check_step(owner: str, step):
+  return None if step is None else check.real(owner, "step", step, 0.0, lo_open=True)
+
+
+@named
 def dithered_codes(bits: int, *, step: float | None = None) -> Stage:
   """Dithered codes in 0..2^bits - 1 (uint8 / uint16); side: m and D (two float32).
 
@@ -25,7 +32,7 @@ def dithered_codes(bits: int, *, step: float | None = None) -> Stage:
       entropy on Gaussian data, for an entropy coder); never finer than the bits allow.
       None: the finest step the bits allow, 2 max|x| / (2^bits - 1).
   """
-  _check_bits(bits)
+  bits, step = check_bits("dithered_codes", bits), _check_step("dithered_codes", step)
   top = 2**bits - 1
 
   def encode(x, key, shared_key):
@@ -38,7 +45,7 @@ def dithered_codes(bits: int, *, step: float | None = None) -> Stage:
     u = prng.uniform(shared_key, x.shape)
     # The clip only guards float32 round-off at the top of the range.
     q = jnp.clip(jnp.floor((x + m) / delta + u), 0, top)
-    return Encoded(q.astype(_code_dtype(bits)), (m, delta))
+    return Encoded(q.astype(code_dtype(bits)), (m, delta))
 
   def decode(enc, spec, shared_key):
     m, delta = enc.side
@@ -46,9 +53,11 @@ def dithered_codes(bits: int, *, step: float | None = None) -> Stage:
     x = (enc.values.astype(jnp.float32) + 0.5 - u) * delta - m
     return x.reshape(spec.shape).astype(spec.dtype)
 
-  return stateless(encode, decode)
+  return stateless(encode, decode, takes=FLOAT, emits=codes_kind(bits))
 
 
+@named
 def dithered(bits: int = 4, *, step: float | None = None) -> Stage:
   """Dithered uniform quantization packed at `bits` bits, plus two float32."""
+  bits, step = check_bits("dithered", bits), _check_step("dithered", step)
   return chain(dithered_codes(bits, step=step), bitpack(bits))

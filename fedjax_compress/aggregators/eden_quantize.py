@@ -14,17 +14,20 @@ import math
 
 import jax.numpy as jnp
 
-from fedjax_compress.aggregators.lloyd import gaussian_levels, nearest_level
-from fedjax_compress.aggregators.quantize import _code_dtype, bitpack
-from fedjax_compress.aggregators.rotation import hadamard
-from fedjax_compress.aggregators.stages import Encoded, Stage, chain, stateless
+from fedjax_compress.aggregators.lloyd import MAX_GAUSSIAN_BITS, gaussian_levels, nearest_level
+from fedjax_compress.aggregators.quantize import bitpack, check_bits, code_dtype
+from fedjax_compress.aggregators.rotation import check_block_size, hadamard
+from fedjax_compress.aggregators.stages import (FLOAT, Encoded, Stage, chain, codes_kind, named,
+                                                stateless)
 
 
+@named
 def eden_codes(bits: int) -> Stage:
   """Codes of an (already rotated) vector on the Gaussian Lloyd-Max levels, and S as side.
 
   Follow with `bitpack(bits)`; `eden(bits)` is the whole chain.
   """
+  bits = check_bits("eden_codes", bits, MAX_GAUSSIAN_BITS)
   levels = jnp.asarray(gaussian_levels(bits), jnp.float32)
 
   def encode(y, key, shared_key):
@@ -36,19 +39,22 @@ def eden_codes(bits: int) -> Stage:
     inner = jnp.dot(y, levels[codes])
     # <y, q(z)> > 0 unless y == 0 (every value's level has its sign); then S = 0.
     scale = jnp.where(inner > 0, norm_sq / jnp.where(inner > 0, inner, 1.0), 0.0)
-    return Encoded(codes.astype(_code_dtype(bits)), scale)
+    return Encoded(codes.astype(code_dtype(bits)), scale)
 
   def decode(enc, spec, shared_key):
     q = levels[enc.values.astype(jnp.int32)]
     return (enc.side * q).reshape(spec.shape).astype(spec.dtype)
 
-  return stateless(encode, decode)
+  return stateless(encode, decode, takes=FLOAT, emits=codes_kind(bits))
 
 
+@named
 def eden(bits: int = 2, *, block_size: int | None = None) -> Stage:
   """Randomized Hadamard rotation, then `bits` bits per rotated coordinate plus one float32.
 
   Bits: ceil(n * bits / 32) * 32 + 32, n being the size padded to a power of two (or to
-  a multiple of `block_size`, see `hadamard`).
+  a multiple of `block_size`, see `hadamard`). `bits` in 1..8 (the tabulated levels).
   """
+  bits = check_bits("eden", bits, MAX_GAUSSIAN_BITS)
+  block_size = check_block_size("eden", block_size)
   return chain(hadamard(block_size), eden_codes(bits), bitpack(bits))

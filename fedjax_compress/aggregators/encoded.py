@@ -13,13 +13,32 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from fedjax_compress.aggregators import arguments as check
 from fedjax_compress.aggregators.core import (UPLINK_BITS, Aggregator, Stream, measured_bits,
                                               payload_bits, set_clients, sum_over_clients,
                                               with_bits, wrap, zero_bits)
-from fedjax_compress.aggregators.stages import (SharedKeys, Spec, Stage, chain, decode_parts,
-                                                identity, input_specs)
+from fedjax_compress.aggregators.stages import (SharedKeys, Spec, Stage, chain, check_takes_float,
+                                                decode_parts, identity, input_specs)
 
 Policy = Callable[[tuple, Spec], Stage | None]
+
+
+def check_threshold(owner: str, threshold) -> int:
+  """`threshold` as an int >= 0 (a leaf count of elements); else a ValueError naming `owner`."""
+  return check.integer(owner, "threshold", threshold, 0)
+
+
+def stage_policy(owner: str, stage: Stage | Policy, threshold) -> Policy:
+  """The policy of an aggregator's `stage` argument: a `Stage` (checked to take float
+  values) for leaves above `threshold` elements, or a policy as it is."""
+  threshold = check_threshold(owner, threshold)
+  if not isinstance(stage, Stage):
+    if not callable(stage):
+      raise ValueError(f"{owner}: stage={stage!r} is invalid: it must be a Stage or a policy "
+                       f"(path, spec) -> Stage | None.")
+    return stage
+  check_takes_float(stage, owner)
+  return above_threshold(stage, threshold)
 
 
 def above_threshold(stage: Stage, threshold: int) -> Policy:
@@ -41,6 +60,8 @@ def leaf_codecs(policy: Policy, spec_tree, *, sum_before_decode: bool = True):
   for path, spec in flat:
     spec = Spec(spec.shape, spec.dtype)
     stage = chain(policy(path, spec) or identity())
+    if jnp.issubdtype(spec.dtype, jnp.floating):
+      check_takes_float(stage, "encoding", f"leaf {jax.tree_util.keystr(path)} of the update")
     commuting = 0
     while sum_before_decode and commuting < len(stage.parts) and (
         stage.parts[commuting].commutes_with_sum):
@@ -101,7 +122,8 @@ def encoded_sum(stage: Stage | Policy, *, threshold: int = 0,
   A stage with an `update` (an adaptive stage) changes its state every round; the new
   state reaches every client before the next round and counts as downlink bits.
   """
-  policy = stage if not isinstance(stage, Stage) else above_threshold(stage, threshold)
+  policy = stage_policy("encoded_sum", stage, threshold)
+  sum_before_decode = check.boolean("encoded_sum", "sum_before_decode", sum_before_decode)
   codecs_of = lambda spec: leaf_codecs(policy, spec, sum_before_decode=sum_before_decode)
 
   def init(template):
@@ -179,6 +201,7 @@ def mean(sum_aggregator: Aggregator | None = None, *, weighted: bool = True) -> 
   sends the weight too (one float32); the server divides by the sum of the weights.
   Unweighted: the server divides by the number of clients.
   """
+  weighted = check.boolean("mean", "weighted", weighted)
   inner = sum_aggregator or encoded_sum(identity())
 
   def start(state, spec, num_clients):
@@ -215,6 +238,7 @@ def sum(stage: Stage | None = None) -> Aggregator:  # pylint: disable=redefined-
 def encoded_mean(stage: Stage | Policy, *, threshold: int = 0, weighted: bool = True,
                  sum_before_decode: bool = True) -> Aggregator:
   """`mean` of `encoded_sum(stage, threshold=...)`: the usual compressed aggregator."""
+  stage_policy("encoded_mean", stage, threshold)  # names encoded_mean in its errors
   return mean(encoded_sum(stage, threshold=threshold, sum_before_decode=sum_before_decode),
               weighted=weighted)
 

@@ -30,8 +30,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from fedjax_compress.aggregators.core import Stream
-from fedjax_compress.aggregators.quantize import _check_bits
-from fedjax_compress.aggregators.stages import Encoded, Stage, stateless
+from fedjax_compress.aggregators.quantize import check_bits
+from fedjax_compress.aggregators.stages import STREAM, Encoded, Stage, codes_kind, named, stateless
 
 LENGTH_BITS = 5  # the field of a code length in the header
 # Longer codes would make the decoder's lookup table (2^longest entries) large; capping
@@ -187,9 +187,10 @@ def check_codes(codes: np.ndarray, bits: int) -> None:
         f"both the same bits.")
 
 
+@named
 def entropy_code(bits: int) -> Stage:
   """Huffman-codes codes in 0..2^bits - 1 into a `Stream` (lossless; host-side)."""
-  _check_bits(bits)
+  bits = check_bits("entropy_code", bits)
 
   def encode(codes, key, shared_key):
     if not jnp.issubdtype(codes.dtype, jnp.integer):
@@ -221,4 +222,4 @@ def entropy_code(bits: int) -> Stage:
                             enc.side.num_bits, vmap_method="sequential")
     return out.reshape(spec.shape)
 
-  return stateless(encode, decode)
+  return stateless(encode, decode, takes=codes_kind(bits), emits=STREAM)

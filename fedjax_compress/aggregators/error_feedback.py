@@ -24,8 +24,8 @@ import jax.numpy as jnp
 
 from fedjax_compress.aggregators.core import (UPLINK_BITS, Aggregator, measured_bits,
                                               set_clients, sum_over_clients, zero_bits)
-from fedjax_compress.aggregators.encoded import (Policy, above_threshold, client_keys,
-                                                 decode_clients, encode_clients, leaf_codecs)
+from fedjax_compress.aggregators.encoded import (Policy, client_keys, decode_clients,
+                                                 encode_clients, leaf_codecs, stage_policy)
 from fedjax_compress.aggregators.stages import Spec, Stage
 
 KINDS = ("ef", "ef21")
@@ -46,7 +46,7 @@ def error_feedback(stage: Stage | Policy, *, threshold: int = 0, kind: str = "ef
   adaptive_message = "error_feedback does not support adaptive stages (with `update`)."
   if isinstance(stage, Stage) and stage.update is not None:
     raise ValueError(adaptive_message)  # A policy's stages are known only per leaf, in `init`.
-  policy = stage if not isinstance(stage, Stage) else above_threshold(stage, threshold)
+  policy = stage_policy("error_feedback", stage, threshold)
   codecs_of = lambda spec: leaf_codecs(policy, spec, sum_before_decode=False)
 
   def init(template):

@@ -14,8 +14,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fedjax_compress.aggregators.quantize import _check_bits, _code_dtype, bitpack
-from fedjax_compress.aggregators.stages import Encoded, Stage, chain, stateless
+from fedjax_compress.aggregators import arguments as check
+from fedjax_compress.aggregators.quantize import bitpack, check_bits, code_dtype
+from fedjax_compress.aggregators.stages import (FLOAT, Encoded, Stage, chain, codes_kind, named,
+                                                stateless)
+
+MAX_GAUSSIAN_BITS = 8  # `gaussian_levels` are tabulated for 1..8 bits
 
 
 def _pdf(t: np.ndarray) -> np.ndarray:
@@ -61,11 +65,8 @@ def _gaussian_levels(bits: int) -> tuple[float, ...]:
 
 
 def gaussian_levels(bits: int) -> np.ndarray:
-  """The 2^bits Lloyd-Max levels of N(0, 1), ascending (float64)."""
-  _check_bits(bits)
-  if bits > 8:
-    raise ValueError(f"bits={bits}: Gaussian Lloyd-Max levels are tabulated for 1..8 bits.")
-  return np.array(_gaussian_levels(bits))
+  """The 2^bits Lloyd-Max levels of N(0, 1), ascending (float64); bits in 1..8."""
+  return np.array(_gaussian_levels(check_bits("gaussian_levels", bits, MAX_GAUSSIAN_BITS)))
 
 
 def gaussian_distortion(bits: int) -> float:
@@ -88,12 +89,20 @@ def nearest_level(x: jax.Array, levels: jax.Array) -> jax.Array:
   return jnp.searchsorted(midpoints, x, method=method).astype(jnp.int32)
 
 
+def _check(owner: str, bits, iterations) -> tuple[int, int]:
+  return (check_bits(owner, bits, MAX_GAUSSIAN_BITS),
+          check.integer(owner, "iterations", iterations, 0))
+
+
+@named
 def lloyd_max_codes(bits: int, *, iterations: int = 10) -> Stage:
   """Fits 2^bits levels to x by Lloyd's iteration; sends codes and the levels (float32).
 
   Starts from the Gaussian levels scaled to x's mean and deviation. Deterministic
-  (biased), nearest-level rounding. Follow with `bitpack(bits)`.
+  (biased), nearest-level rounding. Follow with `bitpack(bits)`. `bits` in 1..8;
+  `iterations` >= 0 (0 keeps the scaled Gaussian levels).
   """
+  bits, iterations = _check("lloyd_max_codes", bits, iterations)
   init = jnp.asarray(gaussian_levels(bits), jnp.float32)
   num = 2**bits
 
@@ -109,14 +118,16 @@ def lloyd_max_codes(bits: int, *, iterations: int = 10) -> Stage:
       return jnp.sort(jnp.where(counts > 0, sums / jnp.maximum(counts, 1), levels)), None
 
     levels, _ = jax.lax.scan(step, levels, None, length=iterations)
-    return Encoded(nearest_level(x, levels).astype(_code_dtype(bits)), levels)
+    return Encoded(nearest_level(x, levels).astype(code_dtype(bits)), levels)
 
   def decode(enc, spec, shared_key):
     return enc.side[enc.values.astype(jnp.int32)].reshape(spec.shape).astype(spec.dtype)
 
-  return stateless(encode, decode)
+  return stateless(encode, decode, takes=FLOAT, emits=codes_kind(bits))
 
 
+@named
 def lloyd_max(bits: int, *, iterations: int = 10) -> Stage:
   """Data-fitted Lloyd-Max quantizer: bits per value plus 2^bits float32 levels."""
+  bits, iterations = _check("lloyd_max", bits, iterations)
   return chain(lloyd_max_codes(bits, iterations=iterations), bitpack(bits))

@@ -13,9 +13,14 @@ import math
 
 import jax.numpy as jnp
 
+from fedjax_compress.aggregators import arguments as check
 from fedjax_compress.aggregators import prng
-from fedjax_compress.aggregators.quantize import _code_dtype, bitpack
-from fedjax_compress.aggregators.stages import Encoded, Stage, chain, stateless
+from fedjax_compress.aggregators.quantize import MAX_CODE_BITS, bitpack, code_dtype
+from fedjax_compress.aggregators.stages import (FLOAT, Encoded, Stage, chain, codes_kind, named,
+                                                stateless)
+
+# A code is a sign bit and the level: at most MAX_CODE_BITS bits, so 2^15 - 1 levels.
+MAX_LEVELS = 2**(MAX_CODE_BITS - 1) - 1
 
 
 def level_bits(levels: int) -> int:
@@ -27,13 +32,18 @@ def _buckets(x, bucket_size):
   return jnp.pad(x, (0, -x.size % bucket_size)).reshape(-1, bucket_size)
 
 
+def _check(owner: str, levels, bucket_size) -> tuple[int, int]:
+  return (check.integer(owner, "levels", levels, 1, MAX_LEVELS),
+          check.integer(owner, "bucket_size", bucket_size, 1))
+
+
+@named
 def qsgd_codes(levels: int, bucket_size: int = 512) -> Stage:
   """Codes `sign << w | level` (w = level_bits(levels)) and the bucket norms as side.
 
   Follow with `bitpack(1 + w)`; `qsgd(levels)` is the whole chain.
   """
-  if levels < 1 or bucket_size < 1:
-    raise ValueError(f"QSGD needs levels >= 1 and bucket_size >= 1, got {levels}, {bucket_size}.")
+  levels, bucket_size = _check("qsgd_codes", levels, bucket_size)
   w = level_bits(levels)
 
   def encode(x, key, shared_key):
@@ -43,7 +53,7 @@ def qsgd_codes(levels: int, bucket_size: int = 512) -> Stage:
     t = levels * jnp.abs(b) / jnp.where(norms > 0, norms, 1.0)[:, None]
     level = jnp.minimum(jnp.floor(t + prng.uniform(key, t.shape)), levels)
     codes = (level.astype(jnp.uint32) | ((b < 0).astype(jnp.uint32) << w)).reshape(-1)
-    return Encoded(codes[:x.size].astype(_code_dtype(1 + w)), norms)
+    return Encoded(codes[:x.size].astype(code_dtype(1 + w)), norms)
 
   def decode(enc, spec, shared_key):
     codes = _buckets(enc.values.reshape(-1).astype(jnp.int32), bucket_size)
@@ -52,9 +62,14 @@ def qsgd_codes(levels: int, bucket_size: int = 512) -> Stage:
     x = (enc.side[:, None] / levels * sign * level).reshape(-1)
     return x[:math.prod(spec.shape)].reshape(spec.shape).astype(spec.dtype)
 
-  return stateless(encode, decode)
+  return stateless(encode, decode, takes=FLOAT, emits=codes_kind(1 + w))
 
 
+@named
 def qsgd(levels: int = 7, bucket_size: int = 512) -> Stage:
-  """QSGD with `levels` levels per sign, packed at 1 + ceil(log2(levels + 1)) bits."""
+  """QSGD with `levels` levels per sign, packed at 1 + ceil(log2(levels + 1)) bits.
+
+  `levels` in 1..32767 (codes of at most 16 bits), `bucket_size` >= 1.
+  """
+  levels, bucket_size = _check("qsgd", levels, bucket_size)
   return chain(qsgd_codes(levels, bucket_size), bitpack(1 + level_bits(levels)))

@@ -11,16 +11,20 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
+from fedjax_compress.aggregators import arguments as check
 from fedjax_compress.aggregators.quantize import bitpack
-from fedjax_compress.aggregators.rotation import hadamard
-from fedjax_compress.aggregators.stages import Encoded, Stage, chain, stateless
+from fedjax_compress.aggregators.rotation import check_block_size, hadamard
+from fedjax_compress.aggregators.stages import (FLOAT, Encoded, Stage, chain, codes_kind, named,
+                                                stateless)
 
 
+@named
 def drive_signs(*, unbiased: bool = True) -> Stage:
   """Signs of an (already rotated) vector as uint8 codes, and DRIVE's scale as side.
 
   Follow with `bitpack(1)`; `drive()` is the whole chain.
   """
+  unbiased = check.boolean("drive_signs", "unbiased", unbiased)
 
   def encode(y, key, shared_key):
     y = y.reshape(-1).astype(jnp.float32)
@@ -34,18 +38,22 @@ def drive_signs(*, unbiased: bool = True) -> Stage:
     signs = 2.0 * enc.values.astype(jnp.float32) - 1.0
     return (enc.side * signs).reshape(spec.shape).astype(spec.dtype)
 
-  return stateless(encode, decode)
+  return stateless(encode, decode, takes=FLOAT, emits=codes_kind(1))
 
 
+@named
 def drive(*, unbiased: bool = True, block_size: int | None = None) -> Stage:
   """Randomized Hadamard rotation, then one bit per rotated coordinate plus one float32.
 
   Bits: ceil(n / 32) * 32 + 32, n being the size padded to a power of two (or to a
   multiple of `block_size`, see `hadamard`).
   """
+  unbiased = check.boolean("drive", "unbiased", unbiased)
+  block_size = check_block_size("drive", block_size)
   return chain(hadamard(block_size), drive_signs(unbiased=unbiased), bitpack(1))
 
 
+@named
 def scaled_sign() -> Stage:
   """Signs packed at one bit each, plus the mean magnitude (float32)."""
 
@@ -57,4 +65,5 @@ def scaled_sign() -> Stage:
     signs = 2.0 * enc.values.astype(jnp.float32) - 1.0
     return (enc.side * signs).reshape(spec.shape).astype(spec.dtype)
 
-  return chain(stateless(encode, decode), bitpack(1))
+  return chain(stateless(encode, decode, takes=FLOAT, emits=codes_kind(1), name="signs"),
+               bitpack(1))

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import jax
 
+from fedjax_compress.aggregators import arguments as check
 from fedjax_compress.aggregators import robust
 from fedjax_compress.aggregators.core import Aggregator, check_accounting, wrap
-from fedjax_compress.aggregators.encoded import encoded_mean, encoded_sum, mean
-from fedjax_compress.aggregators.quantize import uniform_quantize
+from fedjax_compress.aggregators.encoded import (check_threshold, encoded_mean, encoded_sum,
+                                                 mean)
+from fedjax_compress.aggregators.quantize import check_bits, uniform_quantize
 from fedjax_compress.aggregators.stages import identity
 
 
 def robust_aggregator(*, zeroing: bool = True, clipping: bool = True, weighted: bool = True,
                       inner: Aggregator | None = None, accounting: str = "exact") -> Aggregator:
   """zeroing(clipping(inner)) with TFF's adaptive defaults; `inner` defaults to `mean`."""
+  zeroing = check.boolean("robust_aggregator", "zeroing", zeroing)
+  clipping = check.boolean("robust_aggregator", "clipping", clipping)
   agg = inner or mean(weighted=weighted)
   if clipping:
     agg = robust.clipping(agg, accounting=accounting)
@@ -31,6 +35,8 @@ def compression_aggregator(*, zeroing: bool = True, clipping: bool = True, weigh
   their own [min, max] and bit-packed: 32 payload bits per word (`exact`), or TFF's 28
   (`tff`); smaller tensors travel as float32.
   """
+  bits = check_bits("compression_aggregator", bits)
+  threshold = check_threshold("compression_aggregator", threshold)
   word_bits = 28 if check_accounting(accounting) == "tff" else 32
   stage = uniform_quantize(bits, stochastic=True, word_bits=word_bits)
   return robust_aggregator(zeroing=zeroing, clipping=clipping, accounting=accounting,
@@ -47,10 +53,10 @@ def dp_aggregator(noise_multiplier: float, clients_per_round: int, *, clip_norm:
   guarantee, via a moments accountant, depends on the sampling rate and the rounds; it
   is not computed here. Unlike TFF's `dp_aggregator`, the clip is fixed, not adaptive.
   """
-  if noise_multiplier < 0 or clip_norm <= 0 or clients_per_round <= 0:
-    raise ValueError(f"dp_aggregator needs noise_multiplier >= 0 (got {noise_multiplier}), "
-                     f"clip_norm > 0 (got {clip_norm}), clients_per_round > 0 "
-                     f"(got {clients_per_round}).")
+  noise_multiplier = check.real("dp_aggregator", "noise_multiplier", noise_multiplier, 0.0)
+  clip_norm = check.real("dp_aggregator", "clip_norm", clip_norm, 0.0, lo_open=True)
+  clients_per_round = check.integer("dp_aggregator", "clients_per_round", clients_per_round, 1)
+  zeroing = check.boolean("dp_aggregator", "zeroing", zeroing)
   agg = robust.clipping(encoded_sum(identity()), clip_norm=clip_norm, adaptive=False,
                         accounting=accounting)
   agg = robust.gaussian_noise(agg, stddev=noise_multiplier * clip_norm)

@@ -1,67 +1,83 @@
-"""Stages and aggregators by name, for configs.
+"""Stages, aggregators and broadcasts by name, for configs.
 
-A stage written anywhere becomes usable from a config once registered:
+Each kind has a `fedjax_compress.registry.Registry`: a config names a component and the
+keyword arguments of its factory, and the registry checks those arguments against the
+factory's signature before anything is built (an unknown key is an error naming it and
+the valid ones, never ignored). Anything written elsewhere becomes usable from a config
+once registered (and its module listed in `--config.imports`):
 
-    aggregators.register_stage("my_sign", my_sign)   # my_sign(**kwargs) -> Stage
-    config.aggregator = "encoded_mean"
-    config.stages = "hadamard,my_sign(scale=0.5)"
+    aggregators.register_stage("my_sign", my_sign)          # my_sign(**kwargs) -> Stage
+    aggregators.register_aggregator("trimmed_mean", trimmed_mean)  # (**kwargs) -> Aggregator
+
+Stages are written as a spec string, "hadamard,uniform_quantize(bits=2)": a chain of
+registered stage factories and their keyword arguments, as Python literals.
+
+An aggregator factory receives the run's context arguments that its signature names:
+`accounting` (the bit accounting, "exact" or "tff") and `clients_per_round`. A config
+may not set them.
 """
 
 from __future__ import annotations
 
 import ast
-from typing import Any, Callable
+import difflib
+from typing import Any, Callable, Mapping
 
 import jax.numpy as jnp
 
-from fedjax_compress.aggregators import presets, quantize, rotation, stages
+from fedjax_compress.aggregators import arguments as check
+from fedjax_compress.aggregators import presets, quantize, rotation
+from fedjax_compress.aggregators import stages as stage_lib
 from fedjax_compress.aggregators import (adaptive, dither, eden_quantize, entropy, lloyd,
                                          norm_quantize, one_bit, sparsify, ternary)
 from fedjax_compress.aggregators.broadcast import Broadcast, encoded_broadcast, float32_broadcast
-from fedjax_compress.aggregators.error_feedback import KINDS as ERROR_FEEDBACK_KINDS, error_feedback
-from fedjax_compress.aggregators.core import Aggregator
+from fedjax_compress.aggregators.core import Aggregator, check_accounting
 from fedjax_compress.aggregators.encoded import encoded_mean, mean, sum as sum_aggregator
+from fedjax_compress.aggregators.error_feedback import KINDS as ERROR_FEEDBACK_KINDS
+from fedjax_compress.aggregators.error_feedback import error_feedback as with_error_feedback
+from fedjax_compress.aggregators.stages import Stage
+from fedjax_compress.registry import Registry, check_arguments
 
 STORAGE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
-_STAGES: dict[str, Callable[..., stages.Stage]] = {
-    "identity": stages.identity,
-    "flatten": stages.flatten,
-    "hadamard": rotation.hadamard,
-    "uniform_quantize": quantize.uniform_quantize,
-    "quantize_codes": quantize.quantize_codes,
-    "bitpack": quantize.bitpack,
-    "drive": one_bit.drive,
-    "eden": eden_quantize.eden,
-    "qsgd": norm_quantize.qsgd,
-    "terngrad": ternary.terngrad,
-    "scaled_sign": one_bit.scaled_sign,
-    "top_k": sparsify.top_k,
-    "rand_k": sparsify.rand_k,
-    "dithered": dither.dithered,
-    "dithered_codes": dither.dithered_codes,
-    "lloyd_max": lloyd.lloyd_max,
-    "entropy_code": entropy.entropy_code,
-    "adaptive_quantize": adaptive.adaptive_quantize,
-}
+stage_registry: Registry[Stage] = Registry("stage")
+aggregator_registry: Registry[Aggregator] = Registry(
+    "aggregator", context=("accounting", "clients_per_round"))
+broadcast_registry: Registry[Broadcast] = Registry("broadcast")
 
-AGGREGATORS = ("mean", "sum", "encoded_mean", "compression", "robust", "dp")
+for _factory in (stage_lib.identity, stage_lib.flatten, rotation.hadamard,
+                 quantize.uniform_quantize, quantize.quantize_codes, quantize.bitpack,
+                 one_bit.drive, eden_quantize.eden,
+                 norm_quantize.qsgd, ternary.terngrad, one_bit.scaled_sign, sparsify.top_k,
+                 sparsify.rand_k, dither.dithered, dither.dithered_codes, lloyd.lloyd_max,
+                 entropy.entropy_code, adaptive.adaptive_quantize):
+  stage_registry.register(_factory.__name__, _factory)
 
 
-def register_stage(name: str, factory: Callable[..., stages.Stage]) -> None:
-  """Makes `factory(**kwargs) -> Stage` available to configs as `name(kwargs...)`."""
-  if not name.isidentifier():
-    raise ValueError(f"Stage name {name!r} must be a Python identifier.")
-  _STAGES[name] = factory
+# Stages.
+
+def register_stage(name: str, factory: Callable[..., Stage] | None = None):
+  """Makes `factory(**kwargs) -> Stage` available to configs as `name(kwargs...)`.
+
+  Without `factory`, a decorator that registers the function it decorates.
+  """
+  return stage_registry.register(name, factory)
 
 
 def stage_names() -> list[str]:
-  """Names usable in `config.stages`, built-in and registered."""
-  return sorted(_STAGES)
+  """Names usable in a stages spec, built-in and registered."""
+  return stage_registry.names()
 
 
-def parse_stages(spec: str) -> stages.Stage:
-  """"hadamard,uniform_quantize(bits=2)" -> chain(hadamard(), uniform_quantize(bits=2))."""
+def parse_stages(spec: str) -> Stage:
+  """"hadamard,uniform_quantize(bits=2)" -> chain(hadamard(), uniform_quantize(bits=2)).
+
+  Raises `ValueError` naming the problem: a stage not registered, an argument its
+  factory does not take (and those it does), a value out of range, parts that do not fit.
+  """
+  if not isinstance(spec, str):
+    raise ValueError(f"stages={spec!r} is invalid: it must be a string such as "
+                     f"'hadamard,uniform_quantize(bits=2)'.")
   try:
     tree = ast.parse(f"[{spec}]", mode="eval").body
   except SyntaxError as e:
@@ -70,11 +86,15 @@ def parse_stages(spec: str) -> stages.Stage:
   parts = []
   for node in tree.elts:
     name, kwargs = _call(node, spec)
-    if name not in _STAGES:
-      raise ValueError(f"Unknown stage {name!r} in {spec!r}; valid names: {stage_names()} "
-                       f"(register others with aggregators.register_stage).")
-    parts.append(_STAGES[name](**kwargs))
-  return stages.chain(*parts)
+    if name not in stage_registry:
+      hint = difflib.get_close_matches(name, stage_names(), n=1)
+      raise ValueError(f"Unknown stage {name!r} in {spec!r}"
+                       f"{f' (did you mean {hint[0]!r}?)' if hint else ''}; valid names: "
+                       f"{', '.join(stage_names())} (register others with "
+                       f"aggregators.register_stage and --config.imports).")
+    factory = stage_registry.factory(name)
+    parts.append(factory(**check_arguments(f"stage {name!r}", factory, kwargs)))
+  return stage_lib.chain(*parts)
 
 
 def _call(node, spec) -> tuple[str, dict[str, Any]]:
@@ -89,62 +109,143 @@ def _call(node, spec) -> tuple[str, dict[str, Any]]:
                    f"name(key=value, ...).")
 
 
-def create_aggregator(name: str, *, stages_spec: str = "", threshold: int = 20_000,
-                      weighted: bool = True, zeroing: bool = False, clipping: bool = False,
-                      bits: int = 8, accounting: str = "exact", noise_multiplier: float = 0.0,
-                      clip_norm: float = 0.1, clients_per_round: int = 1,
-                      error_feedback_kind: str = "",
-                      client_state_dtype: str = "float32") -> Aggregator:
-  """Builds an aggregator of `AGGREGATORS` from config values.
+def _stage(owner: str, stages_spec: str | Stage) -> Stage:
+  """A stage from a spec string (or a `Stage`, as it is)."""
+  if isinstance(stages_spec, Stage):
+    return stages_spec
+  if not stages_spec:
+    raise ValueError(f"{owner} needs stages, e.g. "
+                     f"stages='hadamard,uniform_quantize(bits=2)'.")
+  return parse_stages(stages_spec)
 
-  `zeroing` / `clipping` wrap "mean", "sum" and "encoded_mean" in TFF's adaptive robust
-  wrappers; "compression" and "robust" include them already. `error_feedback_kind`
-  ("ef" or "ef21") sends "encoded_mean"'s stages with error feedback, its per-client
-  rows stored as `client_state_dtype`.
+
+# Aggregators.
+
+def register_aggregator(name: str, factory: Callable[..., Aggregator] | None = None):
+  """Makes `factory(**kwargs) -> Aggregator` available to configs by `name`.
+
+  The factory's keyword arguments are the config's keys; it also receives the context
+  arguments its signature names (`accounting`, `clients_per_round`). Without `factory`,
+  a decorator that registers the function it decorates.
   """
-  if error_feedback_kind and name != "encoded_mean":
-    raise ValueError(f"error feedback applies to aggregator='encoded_mean' (its stages), "
-                     f"not {name!r}.")
-  if error_feedback_kind and error_feedback_kind not in ERROR_FEEDBACK_KINDS:
-    raise ValueError(f"error_feedback={error_feedback_kind!r}; valid: "
-                     f"{['', *ERROR_FEEDBACK_KINDS]}.")
-  if client_state_dtype not in STORAGE_DTYPES:
-    raise ValueError(f"client_state_dtype={client_state_dtype!r}; valid: "
-                     f"{list(STORAGE_DTYPES)}.")
-  if client_state_dtype != "float32" and not error_feedback_kind:
-    raise ValueError(f"client_state_dtype={client_state_dtype!r} stores error feedback's "
-                     f"rows: set error_feedback too, or leave it at 'float32'.")
-  if name == "compression":
-    return presets.compression_aggregator(weighted=weighted, bits=bits, threshold=threshold,
-                                          accounting=accounting)
-  if name == "robust":
-    return presets.robust_aggregator(weighted=weighted, accounting=accounting)
-  if name == "dp":
-    return presets.dp_aggregator(noise_multiplier, clients_per_round, clip_norm=clip_norm,
-                                 accounting=accounting)
-  if name == "mean":
-    agg = mean(weighted=weighted)
-  elif name == "sum":
-    agg = sum_aggregator()
-  elif name == "encoded_mean":
-    if not stages_spec:
-      raise ValueError("aggregator='encoded_mean' needs stages, e.g. "
-                       "--config.stages='hadamard,uniform_quantize(bits=2)'.")
-    stage = parse_stages(stages_spec)
-    if error_feedback_kind:
-      agg = mean(error_feedback(stage, threshold=threshold, kind=error_feedback_kind,
-                                storage_dtype=STORAGE_DTYPES[client_state_dtype]),
-                 weighted=weighted)
-    else:
-      agg = encoded_mean(stage, threshold=threshold, weighted=weighted)
-  else:
-    raise ValueError(f"Unknown aggregator {name!r}; valid names: {list(AGGREGATORS)}.")
+  return aggregator_registry.register(name, factory)
+
+
+def aggregator_names() -> list[str]:
+  """Names usable as an aggregator, built-in and registered."""
+  return aggregator_registry.names()
+
+
+def create_aggregator(name: str, arguments: Mapping[str, Any] | None = None, *,
+                      accounting: str = "exact", clients_per_round: int = 1) -> Aggregator:
+  """The aggregator registered as `name`, built from a config's `arguments`.
+
+  E.g. `create_aggregator("encoded_mean", {"stages": "hadamard,eden(bits=2)"})`. The
+  arguments are checked against the factory's signature first; `accounting` and
+  `clients_per_round` come from the run and reach factories that name them.
+  """
+  check_accounting(accounting)
+  return aggregator_registry.create(name, arguments, accounting=accounting,
+                                    clients_per_round=clients_per_round)
+
+
+def _robust(agg: Aggregator, zeroing: bool, clipping: bool, accounting: str) -> Aggregator:
   return presets.robust_aggregator(zeroing=zeroing, clipping=clipping, inner=agg,
                                    accounting=accounting)
 
 
-def create_broadcast(stages_spec: str = "", *, threshold: int = 20_000) -> Broadcast:
-  """The downlink from config values: float32, or the model through `stages_spec`."""
-  if not stages_spec:
-    return float32_broadcast()
-  return encoded_broadcast(parse_stages(stages_spec), threshold=threshold)
+@register_aggregator("mean")
+def mean_aggregator(weighted: bool = True, zeroing: bool = False, clipping: bool = False, *,
+                    accounting: str = "exact") -> Aggregator:
+  """The float32 mean, optionally inside TFF's adaptive zeroing and clipping."""
+  return _robust(mean(weighted=weighted), zeroing, clipping, accounting)
+
+
+@register_aggregator("sum")
+def sum_aggregator_factory(zeroing: bool = False, clipping: bool = False, *,
+                           accounting: str = "exact") -> Aggregator:
+  """The float32 unweighted sum, optionally inside zeroing and clipping."""
+  return _robust(sum_aggregator(), zeroing, clipping, accounting)
+
+
+@register_aggregator("encoded_mean")
+def encoded_mean_aggregator(stages: str | Stage, threshold: int = 20_000,
+                            weighted: bool = True, error_feedback: str = "",
+                            client_state_dtype: str = "float32", zeroing: bool = False,
+                            clipping: bool = False, *,
+                            accounting: str = "exact") -> Aggregator:
+  """The mean of updates sent through `stages` (a spec string), leaves above `threshold`.
+
+  `error_feedback` ("ef" or "ef21") sends them with error feedback, its per-client rows
+  stored as `client_state_dtype` (float32, bfloat16 or float16; only with error
+  feedback). `zeroing` / `clipping` wrap it in TFF's adaptive robust wrappers.
+  """
+  owner = "aggregator 'encoded_mean'"
+  check.choice(owner, "error_feedback", error_feedback, ["", *ERROR_FEEDBACK_KINDS])
+  check.choice(owner, "client_state_dtype", client_state_dtype, list(STORAGE_DTYPES))
+  if client_state_dtype != "float32" and not error_feedback:
+    raise ValueError(f"client_state_dtype={client_state_dtype!r} stores error feedback's "
+                     f"rows: set error_feedback too, or leave it at 'float32'.")
+  stage = _stage(owner, stages)
+  if error_feedback:
+    agg = mean(with_error_feedback(stage, threshold=threshold, kind=error_feedback,
+                                   storage_dtype=STORAGE_DTYPES[client_state_dtype]),
+               weighted=weighted)
+  else:
+    agg = encoded_mean(stage, threshold=threshold, weighted=weighted)
+  return _robust(agg, zeroing, clipping, accounting)
+
+
+@register_aggregator("compression")
+def compression_aggregator_factory(bits: int = 8, threshold: int = 20_000, weighted: bool = True,
+                                   *, accounting: str = "exact") -> Aggregator:
+  """TFF's `compression_aggregator`: zeroing(clipping(mean of `bits`-bit quantized leaves))."""
+  return presets.compression_aggregator(weighted=weighted, bits=bits, threshold=threshold,
+                                        accounting=accounting)
+
+
+@register_aggregator("robust")
+def robust_aggregator_factory(weighted: bool = True, *, accounting: str = "exact") -> Aggregator:
+  """TFF's `robust_aggregator`: zeroing(clipping(float32 mean))."""
+  return presets.robust_aggregator(weighted=weighted, accounting=accounting)
+
+
+@register_aggregator("dp")
+def dp_aggregator_factory(noise_multiplier: float = 0.0, clip_norm: float = 0.1, *,
+                          clients_per_round: int = 1, accounting: str = "exact") -> Aggregator:
+  """DP-FedAvg's aggregator (see `presets.dp_aggregator`), over the run's cohort size."""
+  return presets.dp_aggregator(noise_multiplier, clients_per_round, clip_norm=clip_norm,
+                               accounting=accounting)
+
+
+# Broadcasts.
+
+def register_broadcast(name: str, factory: Callable[..., Broadcast] | None = None):
+  """Makes `factory(**kwargs) -> Broadcast` available to configs by `name` (or decorates)."""
+  return broadcast_registry.register(name, factory)
+
+
+def broadcast_names() -> list[str]:
+  """Names usable as a broadcast (the downlink), built-in and registered."""
+  return broadcast_registry.names()
+
+
+def create_broadcast(name: str = "float32",
+                     arguments: Mapping[str, Any] | None = None) -> Broadcast:
+  """The broadcast registered as `name`, built from a config's `arguments` (checked first).
+
+  E.g. `create_broadcast("encoded", {"stages": "hadamard,eden(bits=4)"})`.
+  """
+  return broadcast_registry.create(name, arguments)
+
+
+@register_broadcast("float32")
+def float32() -> Broadcast:
+  """The model as it is: every parameter at its dtype's width."""
+  return float32_broadcast()
+
+
+@register_broadcast("encoded")
+def encoded(stages: str | Stage, threshold: int = 20_000) -> Broadcast:
+  """The model sent through `stages` (a spec string), leaves above `threshold` elements."""
+  return encoded_broadcast(_stage("broadcast 'encoded'", stages), threshold=threshold)

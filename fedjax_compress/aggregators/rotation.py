@@ -12,8 +12,9 @@ import math
 import jax
 import jax.numpy as jnp
 
+from fedjax_compress.aggregators import arguments as check
 from fedjax_compress.aggregators import prng
-from fedjax_compress.aggregators.stages import Encoded, Stage, stateless
+from fedjax_compress.aggregators.stages import FLOAT, Encoded, Stage, named, stateless
 
 
 def fwht(x: jax.Array) -> jax.Array:
@@ -43,6 +44,12 @@ def _signs(shared_key, n):
   return prng.rademacher(shared_key, (n,))
 
 
+def check_block_size(owner: str, block_size) -> int | None:
+  """`block_size` if it is None or a power-of-two int; else a ValueError naming `owner`."""
+  return check.power_of_two(owner, "block_size", block_size, or_none=True)
+
+
+@named
 def hadamard(block_size: int | None = None) -> Stage:
   """Flattens, pads and rotates (orthogonal, exact inverse).
 
@@ -51,8 +58,7 @@ def hadamard(block_size: int | None = None) -> Stage:
       tensor then sends 2^21 values, 1.26x). A power of two B rotates consecutive blocks
       of B values, padding only to a multiple of B (block-diagonal, still orthogonal).
   """
-  if block_size is not None and (block_size < 1 or block_size & (block_size - 1)):
-    raise ValueError(f"block_size={block_size} must be a power of two (or None).")
+  block_size = check_block_size("hadamard", block_size)
 
   def padded(n):
     return padded_size(n) if block_size is None else -(-n // block_size) * block_size
@@ -72,4 +78,4 @@ def hadamard(block_size: int | None = None) -> Stage:
     x = _signs(shared_key, n) * rotate(enc.values)
     return x[:math.prod(spec.shape)].reshape(spec.shape).astype(spec.dtype)
 
-  return stateless(encode, decode, commutes_with_sum=True)
+  return stateless(encode, decode, commutes_with_sum=True, takes=FLOAT, emits=FLOAT)

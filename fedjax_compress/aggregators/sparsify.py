@@ -14,20 +14,40 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fedjax_compress.aggregators import arguments as check
 from fedjax_compress.aggregators import prng
 from fedjax_compress.aggregators.quantize import bitpack
-from fedjax_compress.aggregators.stages import Encoded, Spec, Stage, stateless
+from fedjax_compress.aggregators.stages import FLOAT, Encoded, Spec, Stage, named, stateless
 
 
 _SMALLEST_NORMAL_BITS = 0x00800000  # float32 2^-126
 
 
-def num_kept(d: int, k: int | None, fraction: float | None) -> int:
-  """k itself, or round(fraction * d), kept within 1..d."""
+def check_kept(owner: str, k, fraction) -> tuple[int | None, float | None]:
+  """(k, fraction) if exactly one is given, k an int >= 1 or fraction in (0, 1]."""
   if (k is None) == (fraction is None):
-    raise ValueError("Give exactly one of k and fraction.")
-  kept = k if k is not None else round(fraction * d)
-  return min(max(int(kept), 1), d)
+    raise ValueError(f"{owner}: give exactly one of k and fraction (got k={k!r}, "
+                     f"fraction={fraction!r}).")
+  if k is not None:
+    return check.integer(owner, "k", k, 1), None
+  return None, check.real(owner, "fraction", fraction, 0.0, 1.0, lo_open=True)
+
+
+def num_kept(d: int, k: int | None, fraction: float | None, owner: str = "top_k") -> int:
+  """k itself (an error if k > d, never clamped), or max(1, round(fraction * d)).
+
+  A fraction keeps at least one value of every tensor it encodes (a fraction of a tiny
+  tensor can round to none); k is a count the user chose, so a tensor smaller than k
+  is an error naming the fix. Tensors are known only when encoded: this runs while
+  tracing.
+  """
+  k, fraction = check_kept(owner, k, fraction)
+  if k is None:
+    return max(1, round(fraction * d))
+  if k > d:
+    raise ValueError(f"{owner}: k={k} is invalid for a tensor of {d} values: it must be in "
+                     f"1..{d}; lower k, or encode only tensors larger than k (threshold >= k).")
+  return k
 
 
 def index_bits(d: int) -> int:
@@ -55,16 +75,19 @@ def unpack_indices(words: tuple[jax.Array, ...], k: int, width: int) -> jax.Arra
   return idx.astype(jnp.int32)
 
 
+@named
 def top_k(k: int | None = None, *, fraction: float | None = None) -> Stage:
   """The k largest |x| as float32 values, their indices packed as side information.
 
-  Bits: 32 k + ceil(k * w / 32) * 32, w = ceil(log2 d) (w > 16: two packed arrays).
+  Give k (an int >= 1, at most the tensor's size) or `fraction` in (0, 1] (keeping
+  max(1, round(fraction * d)) values). Bits: 32 k + ceil(k * w / 32) * 32, w = ceil(log2 d)
+  (w > 16: two packed arrays).
   """
-  num_kept(1, k, fraction)  # validates the arguments
+  k, fraction = check_kept("top_k", k, fraction)
 
   def encode(x, key, shared_key):
     x = x.reshape(-1).astype(jnp.float32)
-    kept = num_kept(x.size, k, fraction)
+    kept = num_kept(x.size, k, fraction, "top_k")
     _, idx = jax.lax.top_k(jnp.abs(x), kept)
     return Encoded(x[idx], pack_indices(idx, index_bits(x.size)))
 
@@ -74,7 +97,7 @@ def top_k(k: int | None = None, *, fraction: float | None = None) -> Stage:
     x = jnp.zeros((d,), jnp.float32).at[idx].set(enc.values.astype(jnp.float32))
     return x.reshape(spec.shape).astype(spec.dtype)
 
-  return stateless(encode, decode)
+  return stateless(encode, decode, takes=FLOAT, emits=FLOAT)
 
 
 def random_indices(shared_key: jax.Array, d: int, kept: int) -> jax.Array:
@@ -92,16 +115,18 @@ def random_indices(shared_key: jax.Array, d: int, kept: int) -> jax.Array:
   return jax.lax.top_k(jax.lax.bitcast_convert_type(keys, jnp.float32), kept)[1]
 
 
+@named
 def rand_k(k: int | None = None, *, fraction: float | None = None) -> Stage:
   """k values at indices drawn from the shared key (free), decoded times d / k (unbiased).
 
-  Bits: 32 k. Every client of a round keeps the same indices.
+  k and `fraction` as in `top_k`. Bits: 32 k. Every client of a round keeps the same
+  indices.
   """
-  num_kept(1, k, fraction)
+  k, fraction = check_kept("rand_k", k, fraction)
 
   def encode(x, key, shared_key):
     x = x.reshape(-1).astype(jnp.float32)
-    return Encoded(x[random_indices(shared_key, x.size, num_kept(x.size, k, fraction))])
+    return Encoded(x[random_indices(shared_key, x.size, num_kept(x.size, k, fraction, "rand_k"))])
 
   def decode(enc, spec, shared_key):
     d = math.prod(spec.shape)
@@ -110,4 +135,4 @@ def rand_k(k: int | None = None, *, fraction: float | None = None) -> Stage:
     x = jnp.zeros((d,), jnp.float32).at[idx].set(enc.values.astype(jnp.float32) * (d / kept))
     return x.reshape(spec.shape).astype(spec.dtype)
 
-  return stateless(encode, decode, commutes_with_sum=True)
+  return stateless(encode, decode, commutes_with_sum=True, takes=FLOAT, emits=FLOAT)

@@ -11,15 +11,79 @@ dither): shared randomness costs no bits. `decode` gets only the shared key. Ins
 aggregator, a stage that commutes with summation gets a key common to all clients of
 the round (one rotation, so the server un-rotates the sum once); any other stage gets a
 key of its own client (independent dithers, so client errors average out).
+
+Fit: a stage declares the kind of values it takes and emits (`FLOAT`, `CODES`, `WORDS`,
+`STREAM`), and `chain` refuses a part that does not fit the one before it, naming both:
+a rotation of packed words or Huffman coding of floats would run and send garbage. A
+stage that declares nothing (`ANY`, the default for stages written outside the package)
+is never refused.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Sequence
+import functools
+import inspect
+from typing import Any, Callable, NamedTuple, Sequence, TypeVar
 
 import jax
 
 Spec = jax.ShapeDtypeStruct
+
+# What a stage takes and emits, so that `chain` can refuse parts that do not fit (a
+# rotation of packed words, Huffman coding of floats). A stage declares one of these:
+FLOAT = "float"  # real values (a model update; rotated or sparsified values)
+CODES = "codes"  # small unsigned integer codes; "codes:4" is codes of at most 4 bits
+WORDS = "words"  # packed uint32 words: only a decoder can read them
+STREAM = "stream"  # a bitstream in the side information; `values` is empty, nothing follows
+ANY = "any"  # not declared (the default): never refused
+SAME = "same"  # emits what it takes (identity, flatten)
+
+
+def codes_kind(bits: int) -> str:
+  """The kind of unsigned integer codes of at most `bits` bits: "codes:<bits>"."""
+  return f"{CODES}:{bits}"
+
+
+def _kind(kind: str) -> tuple[str, int | None]:
+  base, _, width = kind.partition(":")
+  return base, int(width) if width else None
+
+
+def describe_kind(kind: str, *, taken: bool = False) -> str:
+  """A kind in words: "float values", "integer codes of 2 bits", "packed uint32 words"."""
+  base, width = _kind(kind)
+  if base == CODES and width is not None:
+    return f"integer codes of {'up to ' if taken else ''}{width} bit{'s' * (width != 1)}"
+  return {FLOAT: "float values", CODES: "integer codes", WORDS: "packed uint32 words",
+          STREAM: "a bitstream (in its side information)"}.get(base, f"{kind!r} values")
+
+
+def fit_problem(before: str, emits: str, after: str, takes: str) -> str | None:
+  """Why stage `after` (taking `takes`) cannot follow `before` (emitting `emits`), or None.
+
+  Undeclared kinds (`ANY`) always fit. Codes fit a stage that takes codes at least as
+  wide; a stream fits nothing.
+  """
+  (emitted, e_width), (taken, t_width) = _kind(emits), _kind(takes)
+  if ANY in (emitted, taken):
+    return None
+  if emitted == STREAM:
+    return (f"{after} cannot follow {before}: {before} emits {describe_kind(emits)} that "
+            f"nothing can follow; put {after} before it, or leave it out")
+  mismatch = (f"{after} takes {describe_kind(takes, taken=True)} but {before} emits "
+              f"{describe_kind(emits)}")
+  if emitted == taken:
+    if taken == CODES and t_width is not None and (e_width is None or e_width > t_width):
+      return f"{mismatch}; give both the same bits"
+    return None
+  if taken == FLOAT:
+    return f"{mismatch}; put {after} before it"
+  if taken == CODES and emitted == WORDS:
+    return (f"{mismatch}; use a stage that emits codes without packing them (e.g. "
+            f"quantize_codes instead of uniform_quantize) before {after}")
+  if taken == CODES and emitted == FLOAT:
+    return f"{mismatch}; put a stage that emits codes (e.g. quantize_codes) before {after}"
+  return mismatch
 
 
 class Encoded(NamedTuple):
@@ -53,6 +117,13 @@ class Stage(NamedTuple):
     update: optional `update(state, sides) -> state`, run once a round with the stacked
       side information of all clients, entropy-coded streams left out (adaptive stages).
     parts: the stages of a chain, in encoding order; () for a single stage.
+    name: how errors and reports name the stage, e.g. "uniform_quantize(bits=2)" (the
+      built-in factories set it; "" for an unnamed stage).
+    takes: the kind of values `encode` takes: `FLOAT`, `CODES` or `codes_kind(bits)`,
+      `WORDS`, or `ANY` (the default: undeclared, never refused).
+    emits: the kind of `values` it emits, the same kinds plus `STREAM` (nothing can
+      follow) and `SAME` (what it takes). `chain` refuses a part whose `takes` does
+      not fit the `emits` before it; undeclared stages are never refused.
   """
   init: Callable[[Spec], Any]
   encode: Callable[[Any, jax.Array, jax.Array, jax.Array], Encoded]
@@ -60,27 +131,66 @@ class Stage(NamedTuple):
   commutes_with_sum: bool = False
   update: Callable[[Any, Any], Any] | None = None
   parts: tuple = ()
+  name: str = ""
+  takes: str = ANY
+  emits: str = ANY
 
 
-def stateless(encode, decode, *, commutes_with_sum: bool = False) -> Stage:
-  """A stage without state from `encode(x, key, shared_key)`, `decode(encoded, spec, shared_key)`."""
+def stateless(encode, decode, *, commutes_with_sum: bool = False, takes: str = ANY,
+              emits: str = ANY, name: str = "") -> Stage:
+  """A stage without state from `encode(x, key, shared_key)`, `decode(encoded, spec, shared_key)`.
+
+  `takes` / `emits` declare its kinds of values (see `Stage`); by default undeclared.
+  """
   return Stage(init=lambda spec: (),
                encode=lambda state, x, key, shared_key: encode(x, key, shared_key),
                decode=lambda state, enc, spec, shared_key: decode(enc, spec, shared_key),
-               commutes_with_sum=commutes_with_sum)
+               commutes_with_sum=commutes_with_sum, name=name, takes=takes, emits=emits)
 
 
+F = TypeVar("F", bound=Callable[..., Stage])
+
+
+def named(factory: F) -> F:
+  """Decorator for a stage factory: the stage it returns is named after the call.
+
+  The name is the factory's name and the arguments as given, all as keywords:
+  `uniform_quantize(2)` is "uniform_quantize(bits=2)", `hadamard()` is "hadamard",
+  the spelling `parse_stages` reads, so that an error names a stage as a config wrote it.
+  """
+  signature = inspect.signature(factory)
+
+  @functools.wraps(factory)
+  def build(*args, **kwargs):
+    given = signature.bind(*args, **kwargs).arguments
+    stage = factory(*args, **kwargs)
+    arguments = ", ".join(f"{k}={v!r}" for k, v in given.items())
+    return stage._replace(name=f"{factory.__name__}({arguments})" if given
+                          else factory.__name__)
+
+  return build  # type: ignore[return-value]
+
+
+def display_name(stage: Stage, index: int | None = None) -> str:
+  """The stage's name, or "an unnamed stage" (with its position in a chain, if given)."""
+  if stage.name:
+    return stage.name
+  return "an unnamed stage" if index is None else f"the unnamed stage {index + 1}"
+
+
+@named
 def identity() -> Stage:
   """Sends the tensor as it is (float32 for model updates)."""
   return stateless(lambda x, key, shared: Encoded(x), lambda enc, spec, shared: enc.values,
-                   commutes_with_sum=True)
+                   commutes_with_sum=True, takes=ANY, emits=SAME)
 
 
+@named
 def flatten() -> Stage:
   """Reshapes to one dimension; the shape is known to both sides and costs nothing."""
   return stateless(lambda x, key, shared: Encoded(x.reshape(-1)),
                    lambda enc, spec, shared: enc.values.reshape(spec.shape),
-                   commutes_with_sum=True)
+                   commutes_with_sum=True, takes=ANY, emits=SAME)
 
 
 def parts_of(stage: Stage) -> tuple[Stage, ...]:
@@ -88,11 +198,46 @@ def parts_of(stage: Stage) -> tuple[Stage, ...]:
   return stage.parts or (stage,)
 
 
+def check_fit(stages: Sequence[Stage], owner: str = "chain") -> tuple[str, str]:
+  """What a chain of `stages` takes and emits; raises if a stage does not fit the one
+  before it, naming both (`owner: hadamard takes float values but ...`).
+
+  A stage that emits `SAME` passes the kind before it through.
+  """
+  takes, flowing, emitter = None, None, None
+  for i, stage in enumerate(stages):
+    if flowing is not None:
+      problem = fit_problem(display_name(stages[emitter], emitter), flowing,
+                            display_name(stage, i), stage.takes)
+      if problem:
+        raise ValueError(f"{owner}: {problem}.")
+    if takes is None and (stage.emits != SAME or stage.takes != ANY):
+      takes = stage.takes
+    if stage.emits != SAME:
+      flowing, emitter = stage.emits, i
+  return takes or ANY, flowing or SAME
+
+
+def check_takes_float(stage: Stage, owner: str, what: str = "a model update") -> None:
+  """Raises unless `stage` can take float values (`what` names them in the message)."""
+  base, _ = _kind(stage.takes)
+  if base not in (FLOAT, ANY):
+    raise ValueError(f"{owner}: {display_name(stage)} takes "
+                     f"{describe_kind(stage.takes, taken=True)} but {what} is float values; "
+                     f"start with a stage that takes float values.")
+
+
 def chain(*stages: Stage) -> Stage:
-  """Composes stages: encode left to right, decode right to left."""
+  """Composes stages: encode left to right, decode right to left.
+
+  Refuses stages that do not fit (see `check_fit`), naming both; the chain takes what
+  its first stage takes and emits what its last emits, and is named after its stages.
+  """
   parts = tuple(p for s in stages for p in parts_of(s))
   if not parts:
     return identity()
+  takes, emits = check_fit(stages)
+  name = ",".join(s.name or "unnamed" for s in stages) if any(s.name for s in stages) else ""
 
   def init(spec):
     states = []
@@ -119,7 +264,7 @@ def chain(*stages: Stage) -> Stage:
   return Stage(init, encode, decode,
                commutes_with_sum=all(p.commutes_with_sum for p in parts),
                update=update if any(p.update for p in parts) else None,
-               parts=parts)
+               parts=parts, name=name, takes=takes, emits=emits)
 
 
 def input_specs(parts: Sequence[Stage], states: Sequence[Any], spec: Spec) -> list[Spec]:

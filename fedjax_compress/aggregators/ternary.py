@@ -10,9 +10,11 @@ import jax.numpy as jnp
 
 from fedjax_compress.aggregators import prng
 from fedjax_compress.aggregators.quantize import bitpack
-from fedjax_compress.aggregators.stages import Encoded, Stage, chain, stateless
+from fedjax_compress.aggregators.stages import (FLOAT, Encoded, Stage, chain, codes_kind, named,
+                                                stateless)
 
 
+@named
 def ternary_codes() -> Stage:
   """Codes 0, 1, 2 for -1, 0, +1 (uint8) and max|x| as side. Follow with `bitpack(2)`."""
 
@@ -26,9 +28,10 @@ def ternary_codes() -> Stage:
     t = enc.values.astype(jnp.float32) - 1.0
     return (enc.side * t).reshape(spec.shape).astype(spec.dtype)
 
-  return stateless(encode, decode)
+  return stateless(encode, decode, takes=FLOAT, emits=codes_kind(2))
 
 
+@named
 def terngrad() -> Stage:
   """Stochastic ternary quantization: 2 bits per value plus one float32."""
   return chain(ternary_codes(), bitpack(2))
