@@ -1,56 +1,54 @@
 """The default experiment: FedAvg on the embedded offline dataset (scikit-learn digits).
 
-Every key is documented in the README's configs reference. Variants import this file
-and override what differs.
+A config is run-level keys plus components. A component is `{name, ...arguments}`: the
+name picks a factory from a registry and every other key is one of that factory's
+arguments, so a key the chosen component does not read stops the run before any work
+(e.g. `config.aggregator.stages` with `name="mean"`). Set a key with
+`--config.aggregator.threshold=50000`, replace a whole component with
+`--config.client_optimizer='adam(learning_rate=0.01, b1=0.9)'`.
+
+The README's configs reference documents every key. Variants import this file and
+override what differs.
 """
 
 import ml_collections
 
 
+def component(name: str, **arguments) -> ml_collections.ConfigDict:
+  """A component config: its factory's `name` and the arguments given to it."""
+  return ml_collections.ConfigDict({"name": name, **arguments})
+
+
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
-  # Data.
-  config.dataset = "sklearn_digits"  # "emnist" (TFF), "leaf" (LEAF FEMNIST), "sklearn_digits"
-  config.data_dir = ""  # local files; "" means the cache / download (emnist) or none
-  config.cache_dir = ""  # "" means $FEDJAX_COMPRESS_CACHE or ~/.cache/fedjax_compress
-  config.only_digits = True
-  config.shuffle = True
-  # Model.
-  # "cnn"; the same CNN as "cnn_shifted"/"cnn_patches" (matmuls), "cnn_reference" (Flax's
-  # pooling); "mlp" (2NN); "cifar_cnn".
-  config.model = "cnn"
-  # Federated training.
+  # Data: a source of fedjax_compress.data (sklearn_digits, emnist, leaf, tfds:NAME) and
+  # its loader's arguments (data_dir, cache_dir, only_digits, ...).
+  config.data = component("sklearn_digits")
+  # Model: a registered model (models.register_model) and its arguments; the number of
+  # classes and the input shape come from the data.
+  config.model = component("cnn")
+  # Federated schedule.
   config.rounds = 30
   config.clients_per_round = 10
   config.batch_size = 20
   config.epochs = 1
   config.seed = 0
-  config.client_optimizer = "sgd"  # "sgd", "momentum", "adam"
-  config.client_lr = 0.1  # the seed configs use 0.02; 0.1 suits the small embedded data
-  config.server_optimizer = "sgd"  # "sgd" (FedAvg), "momentum" (FedAvgM), "adam", "yogi"
-  config.server_lr = 1.0
-  config.server_momentum = 0.9
-  config.server_beta2 = 0.99
-  config.server_eps = 1e-3
+  config.shuffle = True
+  # Optimizers: any optax optimizer by name, with its own arguments. The server applies
+  # -aggregate as a gradient: sgd(1.0) is FedAvg; sgd with momentum FedAvgM; adam FedAdam.
+  # The seed configs use client SGD 0.02; 0.1 suits the small embedded data.
+  config.client_optimizer = component("sgd", learning_rate=0.1)
+  config.server_optimizer = component("sgd", learning_rate=1.0)
   config.client_weighting = "num_examples"  # or "uniform"
   config.proximal_mu = 0.0  # FedProx
-  config.fed_sgd = False
-  # Aggregation and compression.
-  config.aggregator = "mean"  # "mean", "sum", "encoded_mean", "compression", "robust", "dp"
-  config.stages = ""  # for "encoded_mean", e.g. "hadamard,uniform_quantize(bits=2)"
-  config.encode_threshold = 20_000  # leaves with more elements are encoded
-  config.quantization_bits = 8  # for "compression"
-  config.weighted_aggregation = True
-  config.zeroing = False  # wrap mean/sum/encoded_mean in adaptive zeroing
-  config.clipping = False  # ... and adaptive L2 clipping
-  config.dp_noise_multiplier = 0.0
-  config.dp_clip_norm = 0.1
+  config.fed_sgd = False  # clients send their gradient; needs client_optimizer.name="none"
+  # Aggregation and compression: a registered aggregator (aggregators.register_aggregator).
+  config.aggregator = component("mean")
+  # The downlink: "float32", or "encoded" with stages.
+  config.broadcast = component("float32")
   config.bit_accounting = "exact"  # or "tff"
-  config.error_feedback = ""  # for "encoded_mean": "ef" or "ef21" (per-client state)
-  config.client_state_dtype = "float32"  # storage of per-client rows: or "bfloat16"
-  config.broadcast_stages = ""  # downlink: the model through stages, e.g. "hadamard,eden(bits=4)"
-  config.imports = ""  # comma-separated modules to import first (custom stages)
-  # Execution, evaluation, logging.
+  config.imports = ""  # comma-separated modules to import first (custom components)
+  # Execution, evaluation, logging: none of these changes a result.
   config.strategy = "auto"  # "auto", "sequential", "vmap", "chunked", "sharded"
   config.chunk_size = 8
   config.client_threads = 2  # clients "sequential" trains at once (same results for any value)

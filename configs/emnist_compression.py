@@ -4,12 +4,10 @@ zeroing(clipping(weighted mean(8-bit stochastic quantization of tensors with mor
 20,000 elements))). `--config.bit_accounting=tff` reproduces the tutorial's bit counts.
 """
 
-from configs import emnist_fedavg
+from configs import default, emnist_fedavg
 
 
 def get_config():
   config = emnist_fedavg.get_config()
-  config.aggregator = "compression"
-  config.quantization_bits = 8
-  config.encode_threshold = 20_000
+  config.aggregator = default.component("compression", bits=8, threshold=20_000)
   return config

@@ -18,6 +18,7 @@ class Checkpointer:
   """Saves every round it is given; keeps the newest `keep`; restores the newest readable."""
 
   def __init__(self, directory: str | Path, keep: int):
+    self.failures: list[str] = []
     self._manager = ocp.CheckpointManager(
         Path(directory).absolute(),
         # Synchronous saves: a round is not reported done before its checkpoint is.
@@ -28,19 +29,28 @@ class Checkpointer:
     self._manager.save(round_num, args=ocp.args.Composite(
         state=ocp.args.StandardSave(_saved_form(state)), meta=ocp.args.JsonSave(meta)))
 
-  def restore_latest(self, like: Any) -> tuple[int, Any, dict[str, Any]] | None:
-    """The newest checkpoint that restores, as (round, state, meta); None if there is none.
+  def steps(self) -> list[int]:
+    """The rounds that have a checkpoint, oldest first (readable or not)."""
+    return sorted(self._manager.all_steps())
 
-    An unreadable checkpoint (partial, corrupt) is skipped with a warning.
+  def restore_latest(self, like: Any) -> tuple[int, Any, dict[str, Any]] | None:
+    """The newest checkpoint that restores, as (round, state, meta); None if none does.
+
+    An unreadable checkpoint (partial, corrupt) is skipped, with a warning when an older
+    one restores; `failures` then holds why each newer one did not.
     """
+    self.failures = []
     for step in sorted(self._manager.all_steps(), reverse=True):
       try:
         restored = self._manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(_saved_form(like)), meta=ocp.args.JsonRestore()))
-        return step, _from_saved_form(restored.state, like), restored.meta
       except Exception as e:  # pylint: disable=broad-except
-        logging.warning("Checkpoint of round %d in %s is unreadable (%s: %s); trying the "
-                        "previous one.", step, self._manager.directory, type(e).__name__, e)
+        self.failures.append(f"round {step}: {type(e).__name__}: {' '.join(str(e).split())[:200]}")
+        continue
+      for failure in self.failures:
+        logging.warning("Checkpoint of %s in %s is unreadable; resuming from round %d.",
+                        failure, self._manager.directory, step)
+      return step, _from_saved_form(restored.state, like), restored.meta
     return None
 
   def close(self) -> None:

@@ -1,51 +1,62 @@
 """Runs one config under several aggregators and draws the rate-accuracy frontier.
 
   python -m experiments.sweep --config=configs/emnist_fedavg.py --root=/tmp/sweep \\
-      --config.dataset=leaf --config.data_dir=../shared/data/femnist_leaf_niid05 \\
+      --config.data.name=leaf --config.data.data_dir=../shared/data/femnist_leaf_niid05 \\
       --variant='float32:aggregator=mean' \\
-      --variant='eden2:aggregator=encoded_mean;stages=eden(bits=2)'
+      --variant='eden2:aggregator=encoded_mean(stages="eden(bits=2)")'
 
-Each `--variant=NAME:KEY=VALUE;KEY=VALUE` overrides the config and runs in ROOT/NAME
-(resuming what a previous sweep left). The sweep writes ROOT/frontier.md and .json (per
+Each `--variant=NAME:KEY=VALUE;KEY=VALUE` overrides the config as `--config.KEY=VALUE`
+would, and runs in ROOT/NAME (resuming what a previous sweep left). Every variant's
+config is checked before the first one runs. The sweep writes ROOT/frontier.md and .json (per
 variant: bits per parameter of the model update, final test accuracy, cumulative
 uplink) and ROOT/frontier.png/.svg (accuracy against rounds and against uplink bits).
 """
 
 from __future__ import annotations
 
-import ast
 import json
+import sys
 from pathlib import Path
 
-import jax
 from absl import app, flags
-from ml_collections import config_flags
 
-from experiments import plot, train
-from fedjax_compress import models
+from experiments import overrides
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", "configs/emnist_fedavg.py", "Base config.")
+flags.DEFINE_string("config", "configs/emnist_fedavg.py", "Base config file; override keys "
+                    "with --config.KEY=VALUE as for experiments.main.")
 flags.DEFINE_string("root", None, "Directory for the variants' workdirs and the frontier.")
-flags.DEFINE_multi_string("variant", [], "NAME:KEY=VALUE;KEY=VALUE overrides of the config.")
-flags.mark_flags_as_required(["root"])
+flags.DEFINE_multi_string("variant", [], "NAME:KEY=VALUE;KEY=VALUE overrides of the config "
+                          "(KEY as in --config.KEY, e.g. aggregator.name).")
+
+_config_overrides: list[tuple[str, str]] = []
 
 
-def parse_variant(text: str) -> tuple[str, dict]:
-  """'eden2:aggregator=encoded_mean;stages=eden(bits=2)' -> ('eden2', {...})."""
-  name, _, overrides = text.partition(":")
+def parse_variant(text: str) -> tuple[str, list[tuple[str, str]]]:
+  """'eden2:aggregator=encoded_mean(stages="eden(bits=2)")' -> ('eden2', [(key, value)])."""
+  name, _, items = text.partition(":")
   if not name.isidentifier():
     raise ValueError(f"--variant={text!r}: write NAME:KEY=VALUE;KEY=VALUE, NAME an identifier.")
-  values = {}
-  for item in filter(None, overrides.split(";")):
+  pairs = []
+  for item in filter(None, items.split(";")):
     key, eq, value = item.partition("=")
     if not eq:
       raise ValueError(f"--variant={text!r}: {item!r} is not KEY=VALUE.")
+    pairs.append((key.strip(), value.strip()))
+  return name, pairs
+
+
+def variant_config(base, text: str):
+  """(name, the base config with the variant's overrides applied)."""
+  name, pairs = parse_variant(text)
+  config = base.copy_and_resolve_references()
+  config.unlock()
+  for key, value in pairs:
     try:
-      values[key.strip()] = ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-      values[key.strip()] = value  # a plain string such as a stage spec
-  return name, values
+      overrides.apply(config, key, value)
+    except overrides.OverrideError as e:
+      raise ValueError(f"--variant {name}: {e}") from None
+  return name, config
 
 
 def frontier_row(name: str, history: list[dict], num_params: int, clients: int) -> dict:
@@ -62,18 +73,19 @@ def frontier_row(name: str, history: list[dict], num_params: int, clients: int) 
 
 
 def run(base, root: Path, variants: list[str]) -> list[dict]:
+  """Runs each variant in ROOT/NAME; writes the frontier table, JSON and figure."""
+  import jax  # pylint: disable=import-outside-toplevel  # after the command line is read
+  from experiments import build, plot, train  # pylint: disable=import-outside-toplevel
+  from fedjax_compress import models  # pylint: disable=import-outside-toplevel
+  configs = [variant_config(base, text) for text in variants]  # all checked first
+  for name, config in configs:
+    build.bind(config)
   rows, workdirs = [], []
-  for text in variants:
-    name, overrides = parse_variant(text)
-    config = base.copy_and_resolve_references()
-    config.unlock()
-    for key, value in overrides.items():
-      if key not in config:
-        raise ValueError(f"--variant {name}: unknown config key {key!r}.")
-      config[key] = value
+  for name, config in configs:
     workdir = root / name
     history = train.train_and_evaluate(config, str(workdir))
-    model = models.create_model(config.model, 10 if config.only_digits else 62)
+    bound = build.bind(config)
+    model = build.build_model(bound, bound.load_data("train"))
     num_params = models.num_parameters(jax.eval_shape(model.init, jax.random.key(0)))
     rows.append(frontier_row(name, history, num_params, config.clients_per_round))
     workdirs.append(workdir)
@@ -92,15 +104,46 @@ def run(base, root: Path, variants: list[str]) -> list[dict]:
   return rows
 
 
-def main(argv):
-  del argv
-  root = Path(FLAGS.root)
-  root.mkdir(parents=True, exist_ok=True)
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, with `--config.KEY=VALUE` kept aside and one-line errors."""
   try:
-    run(FLAGS.config, root, FLAGS.variant)
-  except (train.ConfigError, train.NonFiniteModelError, ValueError) as e:
-    raise SystemExit(f"error: {e}") from None
+    rest, _config_overrides[:] = overrides.split_argv(argv[1:])
+    return FLAGS([argv[0], *rest])
+  except (flags.Error, overrides.OverrideError) as e:
+    _fail(e, 2)
+  return []
+
+
+def _fail(message: object, status: int) -> None:
+  print(f"error: {' '.join(str(message).split())}", file=sys.stderr, flush=True)
+  sys.exit(status)
+
+
+def main(argv):
+  if len(argv) > 1:
+    _fail(f"unexpected arguments {argv[1:]}: see --help.", 2)
+  if not FLAGS.root:
+    _fail("--root is required: pass --root=DIR, a folder for the variants' workdirs.", 2)
+  if not FLAGS.variant:
+    _fail("no --variant given: pass --variant=NAME:KEY=VALUE;... once per variant.", 2)
+  try:
+    base = overrides.load(FLAGS.config, _config_overrides)
+    root = Path(FLAGS.root)
+    if root.exists() and not root.is_dir():
+      raise ValueError(f"--root={root} is a file, not a folder: pass a folder path.")
+    root.mkdir(parents=True, exist_ok=True)
+    run(base, root, FLAGS.variant)
+  except KeyboardInterrupt:
+    _fail("interrupted: running the same command again resumes each variant.", 130)
+  except Exception as e:  # pylint: disable=broad-except
+    from experiments import train  # pylint: disable=import-outside-toplevel
+    if isinstance(e, train.RunInterrupted):
+      print(e, file=sys.stderr, flush=True)
+      sys.exit(130)
+    if isinstance(e, (ValueError, OSError, MemoryError, train.NonFiniteModelError)):
+      _fail(e, 1)
+    raise
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

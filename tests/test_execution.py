@@ -139,10 +139,9 @@ def test_a_run_stops_compiling_after_its_first_rounds(tmp_path):
   from configs import default  # pylint: disable=import-outside-toplevel
   from experiments import train  # pylint: disable=import-outside-toplevel
   config = default.get_config()
-  config.model, config.rounds, config.clients_per_round = "mlp", 6, 4
+  config.model.name, config.rounds, config.clients_per_round = "mlp", 6, 4
   config.eval_every = 1  # every round has the same programs
-  if "checkpoint_every" in config:
-    config.checkpoint_every = 0
+  config.checkpoint_every = 0
   compiles = [r["compiles"] for r in train.train_and_evaluate(config, str(tmp_path))]
   assert compiles[0] > 0
   assert compiles[1:] == [compiles[1]] * 5, compiles

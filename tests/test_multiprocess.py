@@ -25,11 +25,10 @@ def _config(**overrides):
   from configs import default  # pylint: disable=import-outside-toplevel
   config = default.get_config()
   # 3 clients over 2 devices: the cohort is padded with one empty client.
-  config.model, config.rounds, config.clients_per_round, config.eval_every = "mlp", 2, 3, 1
+  config.model.name, config.rounds, config.clients_per_round, config.eval_every = "mlp", 2, 3, 1
   # Clipping's norm estimate counts clients: the padded client must not count.
-  config.aggregator, config.clipping = "mean", True
-  if "checkpoint_every" in config:
-    config.checkpoint_every = 0
+  config.aggregator = default.component("mean", clipping=True)
+  config.checkpoint_every = 0
   for key, value in overrides.items():
     config[key] = value
   return config

@@ -12,25 +12,25 @@ from pathlib import Path
 import pytest
 
 from configs import default
-from experiments import train
+from experiments import overrides, train
 
 ROOT = Path(__file__).resolve().parent.parent
 ROUNDS = 8
 
 
-def _config(**overrides):
+SMALL = (("model", "mlp"), ("rounds", str(ROUNDS)), ("clients_per_round", "4"),
+         ("eval_every", "3"), ("checkpoint_every", "1"), ("keep_checkpoints", "3"))
+
+
+def _config(*pairs):
   config = default.get_config()
-  config.model, config.rounds, config.clients_per_round, config.eval_every = "mlp", ROUNDS, 4, 3
-  config.checkpoint_every, config.keep_checkpoints = 1, 3
-  for key, value in overrides.items():
-    config[key] = value
+  for key, value in (*SMALL, *pairs):
+    overrides.apply(config, key, value)
   return config
 
 
-def _flags(config):
-  return [f"--config.{k}={config[k]}" for k in ("model", "rounds", "clients_per_round",
-                                               "eval_every", "checkpoint_every",
-                                               "keep_checkpoints")]
+def _flags():
+  return [f"--config.{k}={v}" for k, v in SMALL]
 
 
 def _metrics(workdir):
@@ -50,7 +50,7 @@ def test_a_run_killed_at_a_random_moment_resumes_to_identical_metrics(tmp_path, 
   rng = random.Random(int(time.time()))  # a different moment each run; the claim holds for all
   kill_after_rounds = rng.randint(2, ROUNDS - 2)
   command = [sys.executable, "-m", "experiments.main", "--config=configs/default.py",
-             f"--workdir={tmp_path}", *_flags(_config())]
+             f"--workdir={tmp_path}", *_flags()]
   env = {**os.environ, "JAX_PLATFORMS": "cpu"}
   process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
@@ -92,33 +92,37 @@ def test_a_corrupt_newest_checkpoint_falls_back_to_the_previous(tmp_path, refere
 
 
 def test_a_non_finite_model_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
-  train.train_and_evaluate(_config(rounds=2), str(tmp_path))
-  exploding = _config(rounds=4, client_lr=1e30, server_lr=1e30)
+  train.train_and_evaluate(_config(("rounds", "2")), str(tmp_path))
+  exploding = _config(("rounds", "4"), ("client_optimizer.learning_rate", "1e30"),
+                      ("server_optimizer.learning_rate", "1e30"))
   with pytest.raises(train.NonFiniteModelError, match="round 3: the global model has NaN"):
     train.train_and_evaluate(exploding, str(tmp_path), allow_config_change=True)
   # The good checkpoint of round 2 is still there and resumes.
-  history = train.train_and_evaluate(_config(rounds=3), str(tmp_path), allow_config_change=True)
+  history = train.train_and_evaluate(_config(("rounds", "3")), str(tmp_path),
+                                     allow_config_change=True)
   assert [r["round"] for r in history] == [1, 2, 3]
 
 
 def test_a_workdir_with_another_config_refuses_to_resume(tmp_path):
-  train.train_and_evaluate(_config(rounds=1), str(tmp_path))
-  with pytest.raises(train.ConfigError, match="client_lr: 0.1 -> 0.5"):
-    train.train_and_evaluate(_config(rounds=2, client_lr=0.5), str(tmp_path))
+  train.train_and_evaluate(_config(("rounds", "1")), str(tmp_path))
+  with pytest.raises(train.WorkdirError, match="client_optimizer.learning_rate: 0.1 -> 0.5"):
+    train.train_and_evaluate(_config(("rounds", "2"), ("client_optimizer.learning_rate", "0.5")),
+                             str(tmp_path))
   # More rounds is not a different run: it resumes.
-  history = train.train_and_evaluate(_config(rounds=2), str(tmp_path))
+  history = train.train_and_evaluate(_config(("rounds", "2")), str(tmp_path))
   assert [r["round"] for r in history] == [1, 2]
 
 
 def test_error_feedback_rows_and_a_compressed_downlink_resume_exactly(tmp_path):
   """The client-state table is checkpointed with the server state: EF21's estimates of the
   clients seen before the stop are what they would have been."""
-  config = _config(rounds=4, clients_per_round=12, aggregator="encoded_mean", stages="drive",
-                   error_feedback="ef21", encode_threshold=1000,
-                   broadcast_stages="hadamard,uniform_quantize(bits=8)")
+  pairs = (("clients_per_round", "12"),
+           ("aggregator", "encoded_mean(stages='drive', error_feedback='ef21', threshold=1000)"),
+           ("broadcast", "encoded(stages='hadamard,uniform_quantize(bits=8)', threshold=1000)"))
+  config = _config(("rounds", "4"), *pairs)
   unbroken = train.train_and_evaluate(config, str(tmp_path / "unbroken"))
   stopped = tmp_path / "stopped"
-  train.train_and_evaluate(_config(**{**config, "rounds": 2}), str(stopped))
+  train.train_and_evaluate(_config(("rounds", "2"), *pairs), str(stopped))
   train.train_and_evaluate(config, str(stopped))
   after_stop = lambda records: [r for r in records if r["round"] > 2]
   # (The stopped run evaluated at its last round, 2; the unbroken one did not.)
@@ -131,11 +135,11 @@ def test_error_feedback_rows_and_a_compressed_downlink_resume_exactly(tmp_path):
 def test_a_workdir_from_before_a_key_was_added_still_resumes(tmp_path):
   """Keys added later, at their defaults, and the (empty) client-state table of a
   stateless aggregator do not stop an older run from resuming."""
-  train.train_and_evaluate(_config(rounds=1), str(tmp_path))
+  train.train_and_evaluate(_config(("rounds", "1")), str(tmp_path))
   path = tmp_path / "config.json"
   old = json.loads(path.read_text())
-  for key in ("error_feedback", "client_state_dtype", "broadcast_stages"):
+  for key in ("broadcast", "proximal_mu"):
     del old[key]
   path.write_text(json.dumps(old))
-  history = train.train_and_evaluate(_config(rounds=2), str(tmp_path))
+  history = train.train_and_evaluate(_config(("rounds", "2")), str(tmp_path))
   assert [r["round"] for r in history] == [1, 2]

@@ -134,21 +134,20 @@ def test_importing_the_package_does_not_import_tfds():
 def _cifar_config(tmp_path):
   from configs import cifar10_fedavg
   config = cifar10_fedavg.get_config()
-  config.data_dir = str(tmp_path)
+  config.data.data_dir = str(tmp_path)
   config.rounds, config.clients_per_round, config.eval_every = 1, 2, 1
   return config
 
 
 def test_cifar10_config_trains_one_round(tmp_path):
-  from experiments import train
+  from experiments import build
   config = _cifar_config(tmp_path)
-  train.validate_config(config)
+  bound = build.bind(config)
   with mock(200):
-    data = load_federated(config.dataset, "train", data_dir=config.data_dir, seed=config.seed,
-                          num_clients=config.num_clients, alpha=config.alpha)
+    data = bound.load_data("train")
   assert data.example_shape == models.zoo.CIFAR_INPUT_SHAPE and len(data.clients) == 100
-  model = models.create_model(config.model, data.num_classes, data.example_shape)
-  process = train.build_process(config, model)
+  model = build.build_model(bound, data)
+  process = build.build_process(config, bound, model)
   import jax
   state = process.init(jax.random.key(0))
   ids = pipeline.sample_clients(data.client_ids, 2, seed=0, round_num=1)

@@ -1,15 +1,55 @@
-"""One entry point that picks a federated dataset by name."""
+"""One entry point that picks a federated dataset by name, and the dataset registry.
+
+Configs name a dataset and its loader's arguments (`config.data`); the registry checks
+those arguments against the loader's signature before anything is read. A loader is
+`loader(split, **arguments) -> FederatedData`; it receives the run's `seed` when its
+signature names it (sources that split data into clients).
+"""
 
 from __future__ import annotations
 
+import functools
 import os
+from typing import Any, Callable, Mapping
 
 from fedjax_compress.data.embedded import load_embedded_digits
 from fedjax_compress.data.federated import DataError, FederatedData
 from fedjax_compress.data.leaf import load_leaf
 from fedjax_compress.data.tff_emnist import load_tff_emnist
+from fedjax_compress.registry import Registry
 
-SOURCE_NAMES = ("emnist", "leaf", "sklearn_digits")
+TFDS_PREFIX = "tfds:"
+dataset_registry: Registry[FederatedData] = Registry("dataset", context=("split", "seed"))
+dataset_registry.register("emnist", load_tff_emnist)
+dataset_registry.register("leaf", load_leaf)
+dataset_registry.register("sklearn_digits", load_embedded_digits)
+
+
+def register_dataset(name: str, loader: Callable[..., FederatedData] | None = None):
+  """Makes `loader(split, **arguments) -> FederatedData` a dataset configs can name.
+
+  Usable as a decorator. `config.data = {name, ...arguments}` then loads with it.
+  """
+  return dataset_registry.register(name, loader)
+
+
+def bind_dataset(name: str, arguments: Mapping[str, Any] | None = None, *,
+                 seed: int = 0) -> Callable[[str], FederatedData]:
+  """`load(split) -> FederatedData` for the named dataset, its arguments checked now.
+
+  `tfds:NAME` is any TensorFlow Datasets image classification set (`load_tfds`).
+  """
+  if name.startswith(TFDS_PREFIX):
+    from fedjax_compress.data.tfds_source import load_tfds  # TFDS itself loads lazily.
+    registry = Registry("dataset", context=("split", "seed"))
+    registry.register("tfds", functools.partial(load_tfds, name))
+    name = "tfds"
+  else:
+    registry = dataset_registry
+  load = registry.bind(name, arguments, split="train", seed=seed)  # checks the arguments
+  return lambda split: load(split=split)
+
+SOURCE_NAMES = ("emnist", "leaf", "sklearn_digits")  # built in; dataset_registry has all
 
 
 def load_federated(name: str, split: str, *, data_dir: str | os.PathLike | None = None,
@@ -43,5 +83,5 @@ def load_federated(name: str, split: str, *, data_dir: str | os.PathLike | None 
     return load_leaf(data_dir, split, only_digits=only_digits, **kw)
   if name == "sklearn_digits":
     return load_embedded_digits(split, seed=seed, **kw)
-  raise DataError(f"unknown dataset {name!r}; valid names: {', '.join(SOURCE_NAMES)} "
+  raise DataError(f"unknown dataset {name!r}; valid names: {', '.join(dataset_registry.names())} "
                   "(and tfds:NAME, e.g. tfds:mnist, tfds:cifar10).")
