@@ -24,6 +24,7 @@ from experiments import build, workdir as workdir_lib
 from experiments.build import ConfigError
 from experiments.checkpoint import Checkpointer
 from experiments.workdir import METRICS_FILE, WorkdirError
+from fedjax_compress import learning, models
 from fedjax_compress.data import pipeline
 from fedjax_compress.data.prefetch import prefetched
 from fedjax_compress.learning import distributed, execution
@@ -127,12 +128,14 @@ class TensorBoard:
 
 def check_labels(model, data) -> None:
   """Labels must index the model's outputs: a 5-class model on 10 classes is refused."""
-  spec = jax.eval_shape(model.init, jax.random.key(0))
+  key = jax.random.key(0)
   x = jax.ShapeDtypeStruct((1, *data.example_shape), jnp.float32)
-  try:
-    outputs = jax.eval_shape(lambda p, x: model.apply(p, x, train=False), spec, x).shape[-1]
-  except Exception:  # pylint: disable=broad-except  # a model that needs its state
-    outputs = model.num_classes
+  if models.is_stateful(model):
+    logits = jax.eval_shape(lambda k, x: model.apply_with_state(
+        model.init(k), model.init_state(k), x, train=False)[0], key, x)
+  else:
+    logits = jax.eval_shape(lambda k, x: model.apply(model.init(k), x, train=False), key, x)
+  outputs = logits.shape[-1]
   if outputs < data.num_classes:
     raise ConfigError(f"the model has {outputs} outputs but {data.source} has "
                       f"{data.num_classes} classes (labels up to {data.num_classes - 1}): "
@@ -223,9 +226,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
 def _evaluator(model):
   """`evaluate(state, batches)`: with the server's model state when the model has one."""
-  from fedjax_compress import learning  # pylint: disable=import-outside-toplevel
   evaluate = learning.evaluator(model)
-  return lambda state, batches: evaluate(state.params, batches)
+  return lambda state, batches: evaluate(state.params, batches, state.model_state)
 
 
 def _judge_workdir(config, workdir: str, allow_config_change: bool,

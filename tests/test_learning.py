@@ -139,3 +139,13 @@ def test_evaluator_counts_every_example(tiny_model, small_data):
   result = evaluate(tiny_model.init(jax.random.key(0)), batches)
   assert result["num_examples"] == small_data.total_examples
   assert 0.0 <= result["accuracy"] <= 1.0 and result["loss"] > 0
+
+
+def test_labels_beyond_the_models_outputs_are_an_error_not_nan(small_data):
+  """Finding 9: a 5-class model on 10-class data used to log NaN loss and run on."""
+  from conftest import TinyCNN  # pylint: disable=import-outside-toplevel
+  five = models.from_flax(TinyCNN(num_classes=5), (28, 28, 1), 5)
+  process = learning.fed_avg(five, optax.sgd(0.1), optax.sgd(1.0))
+  batch = pipeline.round_batch(small_data, small_data.client_ids[:3], batch_size=8)
+  with pytest.raises(ValueError, match="labels span 0..9 but the model has 5 outputs"):
+    process.next(process.init(jax.random.key(0)), batch, jax.random.key(1))

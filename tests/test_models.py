@@ -101,3 +101,46 @@ def test_max_pool_2x2_names_an_odd_image_size_and_the_fix():
     models.max_pool_2x2(jnp.zeros((1, 7, 6, 2)))
   with pytest.raises(ValueError, match=r"images \[\.\.\., H, W, C\]; got shape \(4, 4\)"):
     models.shifted_patches(jnp.zeros((4, 4)), (3, 3))
+
+
+def test_built_in_models_are_registered_with_explicit_arguments():
+  from fedjax_compress import registry
+  from fedjax_compress.models import zoo
+  assert {"cnn", "cnn_shifted", "cnn_patches", "cnn_reference", "mlp",
+          "cifar_cnn"} <= set(models.model_names())
+  assert not hasattr(zoo, "_MODULES")
+  count = lambda m: models.num_parameters(jax.eval_shape(m.init, jax.random.key(0)))
+  mlp = models.model_registry.create("mlp", {"hidden": 7}, num_classes=3, input_shape=(4, 4, 1))
+  assert mlp.input_shape == (4, 4, 1) and mlp.num_classes == 3
+  assert count(mlp) == (16 * 7 + 7) + (7 * 7 + 7) + (7 * 3 + 3)
+  assert count(models.create_model("mlp", 3, (4, 4, 1), hidden=7)) == count(mlp)
+  with pytest.raises(registry.ComponentError, match=r"'hiden' is not an argument of model "
+                                                    r"'mlp' \(did you mean 'hidden'\?\)"):
+    models.model_registry.create("mlp", {"hiden": 7}, num_classes=3, input_shape=(4,))
+  with pytest.raises(registry.ComponentError, match="'num_classes' is set by the run"):
+    models.model_registry.create("mlp", {"num_classes": 7}, num_classes=3, input_shape=(4,))
+  with pytest.raises(ValueError, match=r"unknown model 'cnnn' \(did you mean 'cnn'\?\)"):
+    models.create_model("cnnn", 10)
+  reference = models.create_model("cnn_reference", 10)
+  assert count(reference) == 1_663_370
+
+
+def test_register_model_as_a_call_and_as_a_decorator():
+  def build(num_classes: int, width: int = 3) -> models.Model:
+    return models.from_flax(linen.Dense(num_classes), (width,), num_classes)
+
+  try:
+    assert models.register_model("test_only_dense", build) is build
+
+    @models.register_model("test_only_decorated")
+    def decorated(num_classes: int, input_shape: tuple[int, ...]) -> models.Model:
+      return models.from_flax(linen.Dense(num_classes), input_shape, num_classes)
+
+    assert {"test_only_dense", "test_only_decorated"} <= set(models.model_names())
+    # A factory gets the run's arguments that its signature names, and nothing else.
+    model = models.create_model("test_only_dense", 4, (99,), width=5)
+    assert model.input_shape == (5,) and model.num_classes == 4
+    assert models.create_model("test_only_decorated", 2, (6,)).input_shape == (6,)
+  finally:
+    for name in ("test_only_dense", "test_only_decorated"):
+      models.model_registry._factories.pop(name, None)  # pylint: disable=protected-access

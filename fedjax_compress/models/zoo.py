@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import functools
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
 from fedjax_compress.models.model import Model, from_flax
+from fedjax_compress.registry import Registry
 
 EMNIST_INPUT_SHAPE = (28, 28, 1)
 CIFAR_INPUT_SHAPE = (32, 32, 3)
@@ -152,23 +153,76 @@ class CifarCNN(nn.Module):
     return nn.Dense(self.num_classes)(x)
 
 
-_MODULES = {"cnn": FedAvgCNN,
-            "cnn_shifted": functools.partial(FedAvgCNN, conv="shifted"),
-            "cnn_patches": functools.partial(FedAvgCNN, conv="patches"),
-            "cnn_reference": functools.partial(FedAvgCNN, pool="window"),
-            "mlp": FedAvgMLP, "cifar_cnn": CifarCNN}
+model_registry: Registry[Model] = Registry("model", context=("num_classes", "input_shape"))
+
+
+def register_model(name: str, factory: Callable[..., Model] | None = None):
+  """Registers a model factory under `name`; without `factory`, a decorator that does.
+
+  `factory(num_classes, input_shape, **its own keyword arguments) -> Model`; it takes
+  `num_classes` and `input_shape` (supplied by the run, from the data) only if its
+  signature names them. A config builds it as `model.name=name` plus its keyword
+  arguments, checked against the signature (see `fedjax_compress.registry`), so give it
+  explicit keyword arguments rather than `**kwargs`.
+  """
+  return model_registry.register(name, factory)
+
+
+@register_model("cnn")
+def cnn(num_classes: int, input_shape: tuple[int, ...] = EMNIST_INPUT_SHAPE, conv: str = "xla",
+        pool: str = "reshape") -> Model:
+  """The FedAvg CNN (`FedAvgCNN`), its layers computed as `conv` and `pool` say."""
+  return from_flax(FedAvgCNN(num_classes=num_classes, conv=conv, pool=pool), input_shape,
+                   num_classes)
+
+
+@register_model("cnn_shifted")
+def cnn_shifted(num_classes: int, input_shape: tuple[int, ...] = EMNIST_INPUT_SHAPE,
+                pool: str = "reshape") -> Model:
+  """The FedAvg CNN, its convolutions as shifted images times a matrix (`ShiftedConv`)."""
+  return cnn(num_classes, input_shape, conv="shifted", pool=pool)
+
+
+@register_model("cnn_patches")
+def cnn_patches(num_classes: int, input_shape: tuple[int, ...] = EMNIST_INPUT_SHAPE,
+                pool: str = "reshape") -> Model:
+  """The FedAvg CNN, its convolutions as image patches times a matrix (`PatchConv`)."""
+  return cnn(num_classes, input_shape, conv="patches", pool=pool)
+
+
+@register_model("cnn_reference")
+def cnn_reference(num_classes: int, input_shape: tuple[int, ...] = EMNIST_INPUT_SHAPE,
+                  conv: str = "xla") -> Model:
+  """The FedAvg CNN with Flax's own layers (`nn.Conv`, `nn.max_pool`)."""
+  return cnn(num_classes, input_shape, conv=conv, pool="window")
+
+
+@register_model("mlp")
+def mlp(num_classes: int, input_shape: tuple[int, ...], hidden: int = 200) -> Model:
+  """The FedAvg "2NN" (`FedAvgMLP`) with `hidden` units per hidden layer."""
+  return from_flax(FedAvgMLP(num_classes=num_classes, hidden=hidden), input_shape, num_classes)
+
+
+@register_model("cifar_cnn")
+def cifar_cnn(num_classes: int, input_shape: tuple[int, ...] = CIFAR_INPUT_SHAPE) -> Model:
+  """The small CIFAR CNN (`CifarCNN`)."""
+  return from_flax(CifarCNN(num_classes=num_classes), input_shape, num_classes)
 
 
 def create_model(name: str, num_classes: int,
-                 input_shape: tuple[int, ...] = EMNIST_INPUT_SHAPE) -> Model:
-  """A model of the zoo by name: "cnn"; "cnn_shifted" and "cnn_patches" (the same CNN, its
-  convolutions as matrix products); "cnn_reference" (the same CNN with Flax's own layers,
-  `nn.Conv` and `nn.max_pool`); "mlp"; or "cifar_cnn" (pass CIFAR_INPUT_SHAPE)."""
-  if name not in _MODULES:
-    raise ValueError(f"Unknown model {name!r}; valid names: {sorted(_MODULES)}.")
-  return from_flax(_MODULES[name](num_classes=num_classes), input_shape, num_classes)
+                 input_shape: tuple[int, ...] = EMNIST_INPUT_SHAPE, **kwargs: Any) -> Model:
+  """A registered model by name, built with `kwargs` (checked against its factory).
+
+  Built in: "cnn"; "cnn_shifted" and "cnn_patches" (the same CNN, its convolutions as
+  matrix products); "cnn_reference" (the same CNN with Flax's own layers, `nn.Conv` and
+  `nn.max_pool`); "mlp"; "cifar_cnn" (pass CIFAR_INPUT_SHAPE). Add others with
+  `register_model`. An unknown name or argument raises `registry.ComponentError` (a
+  `ValueError`) that names it.
+  """
+  return model_registry.create(name, kwargs, num_classes=num_classes,
+                               input_shape=tuple(input_shape))
 
 
 def model_names() -> list[str]:
-  """Names accepted by `create_model`."""
-  return sorted(_MODULES)
+  """Names accepted by `create_model`: the registered models."""
+  return model_registry.names()
