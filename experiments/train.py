@@ -10,7 +10,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import sys
+import threading
 import time
 from typing import Any
 
@@ -44,6 +46,37 @@ class NonFiniteModelError(RuntimeError):
 
 class RunInterrupted(Exception):
   """Ctrl-C: the message says where the same command will resume from."""
+
+
+class StopRequest:
+  """Ctrl-C while rounds run: the first finishes the round (and checkpoints it), the
+  second stops at once.
+
+  Stopping between rounds keeps every file consistent and lets the run resume from the
+  round it finished; a KeyboardInterrupt inside a library call (TensorFlow's summary
+  writer) can crash the process instead. Only the main thread can take signals;
+  elsewhere Ctrl-C keeps its default behaviour.
+  """
+
+  def __init__(self):
+    self.requested = False
+    self._previous = None
+
+  def __enter__(self) -> "StopRequest":
+    if threading.current_thread() is threading.main_thread():
+      self._previous = signal.signal(signal.SIGINT, self._handle)
+    return self
+
+  def __exit__(self, *exc) -> None:
+    if self._previous is not None:
+      signal.signal(signal.SIGINT, self._previous)
+
+  def _handle(self, signum, frame) -> None:
+    if self.requested:
+      raise KeyboardInterrupt
+    self.requested = True
+    print("Ctrl-C: stopping when this round ends (press it again to stop at once).",
+          flush=True)
 
 
 class ProgressLine:
@@ -188,7 +221,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   saved = done
   rounds = range(done + 1, config.rounds + 1)
   try:
-    with open(os.path.join(workdir, METRICS_FILE), "a") as log:
+    with open(os.path.join(workdir, METRICS_FILE), "a") as log, StopRequest() as stop:
       start = time.perf_counter()
       for r, batch in zip(rounds, prefetched(round_batch, rounds)):
         state, metrics = process.next(state, batch, jax.random.fold_in(root, r))
@@ -212,6 +245,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         progress(record)
         writer.write(r, {k: v for k, v in record.items() if k != "round"})
         history.append(record)
+        if stop.requested and r < config.rounds:
+          if config.checkpoint_every and saved != r:
+            checkpointer.save(r, state, {"totals": totals})
+            saved = r
+          raise KeyboardInterrupt
         start = time.perf_counter()
   except KeyboardInterrupt:
     where = (f"after round {saved}, its newest checkpoint" if saved else

@@ -85,11 +85,13 @@ def test_two_processes_match_one(tmp_path):
 
 def _worker(workdir: str) -> None:
   sys.path.insert(0, str(ROOT))
-  from experiments import train  # pylint: disable=import-outside-toplevel
+  from experiments import build, train  # pylint: disable=import-outside-toplevel
   import jax  # pylint: disable=import-outside-toplevel
   config = _config(strategy="auto")
   train.train_and_evaluate(config, workdir)
-  strategy = train.build_process(config, train.models.create_model("mlp", 10)).strategy
+  bound = build.bind(config)
+  model = bound.model(num_classes=10, input_shape=(28, 28, 1))
+  strategy = build.build_process(config, bound, model).strategy
   print(f"strategy={strategy} processes={jax.process_count()} devices={jax.device_count()}",
         flush=True)
 
