@@ -32,6 +32,7 @@ setup(
         "h5py>=3.10,<4",
         "orbax-checkpoint>=0.11,<0.13",  # checkpoints of runs
         "tqdm>=4.66,<5",
+        "dp-accounting>=0.6,<0.7",  # privacy accounting; 0.4-0.5 need absl-py<2
     ],
     extras_require={
         "test": ["pytest>=8,<10", "pytest-xdist>=3.5,<4", "hypothesis>=6.100,<7",
