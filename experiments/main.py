@@ -16,7 +16,8 @@ import sys
 
 from absl import app, flags, logging
 
-from experiments import overrides
+from experiments import cli, overrides
+from experiments.cli import INTERRUPTED, RUN_ERROR, USAGE_ERROR, fail
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("config", "configs/default.py",
@@ -32,24 +33,8 @@ flags.DEFINE_bool("allow_config_change", False,
 flags.DEFINE_bool("restart", False, "Move an earlier run in --workdir to "
                   "WORKDIR.previous-N (nothing is deleted) and start over.")
 
-USAGE_ERROR, RUN_ERROR, INTERRUPTED = 2, 1, 130
 _config_overrides: list[tuple[str, str]] = []
-
-
-def fail(message: object, status: int) -> None:
-  """Prints `error: message` as one line on stderr and exits with `status`."""
-  print(f"error: {' '.join(str(message).split())}", file=sys.stderr, flush=True)
-  sys.exit(status)
-
-
-def parse_flags(argv: list[str]) -> list[str]:
-  """absl's flag parsing, with `--config.KEY=VALUE` kept aside and one-line errors."""
-  try:
-    rest, _config_overrides[:] = overrides.split_argv(argv[1:])
-    return FLAGS([argv[0], *rest])
-  except (flags.Error, overrides.OverrideError) as e:
-    fail(e, USAGE_ERROR)
-  return []  # unreachable: fail exits
+parse_flags = cli.flags_parser(_config_overrides)
 
 
 def main(argv: list[str]) -> None:

@@ -20,7 +20,8 @@ from pathlib import Path
 
 from absl import app, flags
 
-from experiments import overrides
+from experiments import cli, overrides
+from experiments.cli import fail as _fail
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("config", "configs/emnist_fedavg.py", "Base config file; override keys "
@@ -30,6 +31,7 @@ flags.DEFINE_multi_string("variant", [], "NAME:KEY=VALUE;KEY=VALUE overrides of 
                           "(KEY as in --config.KEY, e.g. aggregator.name).")
 
 _config_overrides: list[tuple[str, str]] = []
+parse_flags = cli.flags_parser(_config_overrides)
 
 
 def parse_variant(text: str) -> tuple[str, list[tuple[str, str]]]:
@@ -102,21 +104,6 @@ def run(base, root: Path, variants: list[str]) -> list[dict]:
   fig = plot.plot_workdirs([str(w) for w in workdirs], [r["variant"] for r in rows], logx=True)
   plot.save(fig, root / "frontier")
   return rows
-
-
-def parse_flags(argv: list[str]) -> list[str]:
-  """absl's flag parsing, with `--config.KEY=VALUE` kept aside and one-line errors."""
-  try:
-    rest, _config_overrides[:] = overrides.split_argv(argv[1:])
-    return FLAGS([argv[0], *rest])
-  except (flags.Error, overrides.OverrideError) as e:
-    _fail(e, 2)
-  return []
-
-
-def _fail(message: object, status: int) -> None:
-  print(f"error: {' '.join(str(message).split())}", file=sys.stderr, flush=True)
-  sys.exit(status)
 
 
 def main(argv):
