@@ -30,3 +30,16 @@ def flags_parser(config_overrides: list[tuple[str, str]]) -> Callable[[list[str]
       fail(e, USAGE_ERROR)
     return []  # unreachable: fail exits
   return parse
+
+
+def exit_for(error: Exception) -> None:
+  """Exits as the commands do for an exception from a run: Ctrl-C's message and 130, a
+  user mistake (ValueError, OSError, MemoryError, a non-finite model) as one `error:`
+  line and 1; anything else is a bug and is raised again, traceback and all."""
+  from experiments import train  # pylint: disable=import-outside-toplevel  # JAX: slow
+  if isinstance(error, train.RunInterrupted):
+    print(error, file=sys.stderr, flush=True)
+    sys.exit(INTERRUPTED)
+  if isinstance(error, (ValueError, OSError, MemoryError, train.NonFiniteModelError)):
+    fail(error, RUN_ERROR)
+  raise error

@@ -12,12 +12,11 @@ after the command line is read, so `--help` and flag errors answer at once.
 from __future__ import annotations
 
 import os
-import sys
 
 from absl import app, flags, logging
 
 from experiments import cli, overrides
-from experiments.cli import INTERRUPTED, RUN_ERROR, USAGE_ERROR, fail
+from experiments.cli import INTERRUPTED, USAGE_ERROR, fail
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("config", "configs/default.py",
@@ -59,14 +58,8 @@ def main(argv: list[str]) -> None:
   except KeyboardInterrupt:
     fail("interrupted before training began: running the same command again starts (or "
          "resumes) the run.", INTERRUPTED)
-  except Exception as e:  # pylint: disable=broad-except
-    from experiments import train  # pylint: disable=import-outside-toplevel
-    if isinstance(e, train.RunInterrupted):
-      print(e, file=sys.stderr, flush=True)
-      sys.exit(INTERRUPTED)
-    if isinstance(e, (ValueError, OSError, MemoryError, train.NonFiniteModelError)):
-      fail(e, RUN_ERROR)
-    raise  # a bug, not a user mistake: the traceback is for the report
+  except Exception as e:  # pylint: disable=broad-except  # sorted by cli.exit_for
+    cli.exit_for(e)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ uplink) and ROOT/frontier.png/.svg (accuracy against rounds and against uplink b
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 from absl import app, flags
@@ -79,14 +78,12 @@ def run(base, root: Path, variants: list[str]) -> list[dict]:
   import jax  # pylint: disable=import-outside-toplevel  # after the command line is read
   from experiments import build, plot, train  # pylint: disable=import-outside-toplevel
   from fedjax_compress import models  # pylint: disable=import-outside-toplevel
-  configs = [variant_config(base, text) for text in variants]  # all checked first
-  for name, config in configs:
-    build.bind(config)
+  configs = [variant_config(base, text) for text in variants]
+  bounds = [build.bind(config) for _, config in configs]  # all checked before the first runs
   rows, workdirs = [], []
-  for name, config in configs:
+  for (name, config), bound in zip(configs, bounds):
     workdir = root / name
     history = train.train_and_evaluate(config, str(workdir))
-    bound = build.bind(config)
     model = build.build_model(bound, bound.load_data("train"))
     num_params = models.num_parameters(jax.eval_shape(model.init, jax.random.key(0)))
     rows.append(frontier_row(name, history, num_params, config.clients_per_round))
@@ -121,15 +118,9 @@ def main(argv):
     root.mkdir(parents=True, exist_ok=True)
     run(base, root, FLAGS.variant)
   except KeyboardInterrupt:
-    _fail("interrupted: running the same command again resumes each variant.", 130)
-  except Exception as e:  # pylint: disable=broad-except
-    from experiments import train  # pylint: disable=import-outside-toplevel
-    if isinstance(e, train.RunInterrupted):
-      print(e, file=sys.stderr, flush=True)
-      sys.exit(130)
-    if isinstance(e, (ValueError, OSError, MemoryError, train.NonFiniteModelError)):
-      _fail(e, 1)
-    raise
+    _fail("interrupted: running the same command again resumes each variant.", cli.INTERRUPTED)
+  except Exception as e:  # pylint: disable=broad-except  # sorted by cli.exit_for
+    cli.exit_for(e)
 
 
 if __name__ == "__main__":

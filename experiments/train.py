@@ -26,7 +26,7 @@ from experiments import build, workdir as workdir_lib
 from experiments.build import ConfigError
 from experiments.checkpoint import Checkpointer
 from experiments.workdir import METRICS_FILE, WorkdirError
-from fedjax_compress import learning, models
+from fedjax_compress import learning
 from fedjax_compress.data import pipeline
 from fedjax_compress.data.prefetch import prefetched
 from fedjax_compress.learning import distributed, execution
@@ -161,14 +161,7 @@ class TensorBoard:
 
 def check_labels(model, data) -> None:
   """Labels must index the model's outputs: a 5-class model on 10 classes is refused."""
-  key = jax.random.key(0)
-  x = jax.ShapeDtypeStruct((1, *data.example_shape), jnp.float32)
-  if models.is_stateful(model):
-    logits = jax.eval_shape(lambda k, x: model.apply_with_state(
-        model.init(k), model.init_state(k), x, train=False)[0], key, x)
-  else:
-    logits = jax.eval_shape(lambda k, x: model.apply(model.init(k), x, train=False), key, x)
-  outputs = logits.shape[-1]
+  outputs = learning.fed_avg_lib.output_width(model)
   if outputs < data.num_classes:
     raise ConfigError(f"the model has {outputs} outputs but {data.source} has "
                       f"{data.num_classes} classes (labels up to {data.num_classes - 1}): "

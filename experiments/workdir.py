@@ -138,36 +138,30 @@ def keep_copy(workdir: str, name: str) -> str | None:
   return target.name
 
 
-def metric_records(workdir: str) -> int:
-  """The number of complete records in WORKDIR/metrics.jsonl."""
-  path = Path(workdir) / METRICS_FILE
+def complete_records(path: Path) -> tuple[list[dict[str, Any]], int]:
+  """(the records of a metrics.jsonl up to its first broken line, its number of lines)."""
   if not path.exists():
-    return 0
-  count = 0
-  for line in path.read_text().splitlines():
+    return [], 0
+  lines = path.read_text().splitlines()
+  records = []
+  for line in lines:
     try:
-      json.loads(line)
+      records.append(json.loads(line))
     except json.JSONDecodeError:  # a line cut short by a kill
       break
-    count += 1
-  return count
+  return records, len(lines)
+
+
+def metric_records(workdir: str) -> int:
+  """The number of complete records in WORKDIR/metrics.jsonl."""
+  return len(complete_records(Path(workdir) / METRICS_FILE)[0])
 
 
 def truncate_metrics(workdir: str, last_round: int) -> list[dict[str, Any]]:
   """Keeps the records of rounds <= last_round: later ones are recomputed identically."""
   path = Path(workdir) / METRICS_FILE
-  if not path.exists():
-    return []
-  lines = path.read_text().splitlines()
-  kept = []
-  for line in lines:
-    try:
-      record = json.loads(line)
-    except json.JSONDecodeError:
-      break
-    if record["round"] > last_round:
-      break
-    kept.append(record)
-  if len(kept) < len(lines):
+  records, num_lines = complete_records(path)
+  kept = [r for r in records if r["round"] <= last_round]
+  if len(kept) < num_lines:
     path.write_text("".join(json.dumps(r) + "\n" for r in kept))
   return kept
