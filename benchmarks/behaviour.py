@@ -92,4 +92,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  from experiments import cli  # pylint: disable=import-outside-toplevel
+  app.run(main, flags_parser=cli.flags_parser([]))
