@@ -1,12 +1,12 @@
 # Two commands set up everything on a fresh machine (Python 3.11+):
 #   make demo   -- the default experiment on the embedded offline dataset
-#   make test   -- the test suite
+#   make test   -- the test suite (make quick: the fast tests only, no `slow` marker)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 WORKDIR ?= runs/demo
 
-.PHONY: demo test install benchmark
+.PHONY: demo test quick install benchmark
 
 $(VENV)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,9 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest tests -q -n 2 --durations=10
+
+quick: $(VENV)/.installed
+	$(PY) -m pytest tests -q -n 2 -m "not slow"
 
 benchmark: $(VENV)/.installed
 	$(PY) -m benchmarks.round_speed --json=benchmarks/round_speed.json

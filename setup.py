@@ -14,6 +14,7 @@ setup(
     description="Federated learning with composable compression and exact bit accounting, in JAX.",
     long_description=(Path(__file__).parent / "README.md").read_text(),
     long_description_content_type="text/markdown",
+    license="Apache-2.0",
     packages=find_packages(include=["fedjax_compress", "fedjax_compress.*"]),
     python_requires=">=3.11",
     install_requires=[

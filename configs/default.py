@@ -19,6 +19,17 @@ def component(name: str, **arguments) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict({"name": name, **arguments})
 
 
+def set_fedopt(config: ml_collections.ConfigDict, methods: dict, method: str) -> None:
+  """Sets the client and server optimizers of `method` from a table
+  {method: (client SGD learning rate, server optimizer name, its arguments)}, the form
+  of Reddi et al.'s tuned hyperparameters in the task configs."""
+  if method not in methods:
+    raise ValueError(f"method={method!r} is not one of {sorted(methods)}.")
+  client_lr, server, arguments = methods[method]
+  config.client_optimizer = component("sgd", learning_rate=client_lr)
+  config.server_optimizer = component(server, **arguments)
+
+
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   # Data: a source of fedjax_compress.data (sklearn_digits, emnist, leaf, tfds:NAME) and

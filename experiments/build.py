@@ -66,7 +66,7 @@ class Bound(NamedTuple):
   model: Callable[..., models.Model]  # (num_classes=, input_shape=) -> Model
   client_optimizer: Any  # optax.GradientTransformation, None for FedSGD
   server_optimizer: Any
-  aggregator: aggregators.Aggregator
+  aggregator: Callable[..., aggregators.Aggregator]  # (num_clients=) -> Aggregator
   broadcast: aggregators.Broadcast
 
 
@@ -140,8 +140,13 @@ def bind(config: ml_collections.ConfigDict) -> Bound:
   if server_optimizer is None:
     raise ConfigError("config.server_optimizer=none: the server needs an optimizer; FedAvg's "
                       "is --config.server_optimizer='sgd(learning_rate=1.0)'.")
-  aggregator = component("aggregator", lambda n, a: aggregators.create_aggregator(
-      n, a, accounting=config.bit_accounting, clients_per_round=config.clients_per_round))
+  # The population is known once the data is read: the aggregator is built here with
+  # none, which checks every argument (a private one defers what needs the population),
+  # and again for the data by `build_aggregator`.
+  aggregator = component("aggregator", lambda n, a: aggregators.aggregator_registry.bind(
+      n, a, accounting=aggregators.check_accounting(config.bit_accounting),
+      clients_per_round=config.clients_per_round, num_clients=None, rounds=config.rounds))
+  component("aggregator", lambda n, a: aggregator())
   broadcast = component("broadcast", aggregators.create_broadcast)
   return Bound(load_data, model, client_optimizer, server_optimizer, aggregator, broadcast)
 
@@ -154,11 +159,38 @@ def build_model(bound: Bound, data: FederatedData) -> models.Model:
     raise ConfigError(f"config.model: {e}") from e
 
 
+def build_aggregator(config: ml_collections.ConfigDict, bound: Bound,
+                     num_clients: int | None) -> aggregators.Aggregator:
+  """The config's aggregator for a population of `num_clients` (None: unknown).
+
+  A private aggregator (one with `privacy`) sums unweighted updates, so it needs
+  `client_weighting="uniform"`: weights would be ignored, which this project refuses.
+  """
+  context = {"num_clients": num_clients}
+  try:
+    aggregator = bound.aggregator(**{k: v for k, v in context.items()
+                                     if k in bound.aggregator.keywords})
+  except (ComponentError, ValueError, TypeError) as e:
+    raise ConfigError(f"config.aggregator: {e}") from e
+  if aggregator.privacy is not None and config.client_weighting != "uniform":
+    raise ConfigError(
+        f"config.aggregator={config.aggregator.name!r} is differentially private and sums "
+        f"unweighted updates (a weight would be a client's influence): set "
+        f"--config.client_weighting=uniform.")
+  return aggregator
+
+
 def build_process(config: ml_collections.ConfigDict, bound: Bound, model: models.Model,
-                  client_ids=None) -> learning.Process:
-  """FedAvg with the config's optimizers, aggregator, broadcast and execution."""
+                  client_ids=None,
+                  aggregator: aggregators.Aggregator | None = None) -> learning.Process:
+  """FedAvg with the config's optimizers, aggregator, broadcast and execution.
+
+  `aggregator` defaults to `build_aggregator` for the population `client_ids`.
+  """
+  if aggregator is None:
+    aggregator = build_aggregator(config, bound, None if client_ids is None else len(client_ids))
   return learning.fed_avg(
-      model, bound.client_optimizer, bound.server_optimizer, aggregator=bound.aggregator,
+      model, bound.client_optimizer, bound.server_optimizer, aggregator=aggregator,
       client_weighting=config.client_weighting, proximal_mu=config.proximal_mu,
       fed_sgd=config.fed_sgd, strategy=config.strategy, chunk_size=config.chunk_size,
       bit_accounting=config.bit_accounting, client_ids=client_ids,

@@ -53,7 +53,14 @@ def is_component(value: Any) -> bool:
 
 
 def load_file(path: str) -> ConfigDict:
-  """`get_config()` of the Python file at `path`, unlocked."""
+  """`get_config()` of the Python file at `path`, unlocked.
+
+  `FILE.py:ARG` calls `get_config("ARG")`, as ml_collections' config flags do (e.g.
+  `configs/shakespeare.py:fedadam`).
+  """
+  argument = None
+  if not Path(path).is_file() and ":" in path:
+    path, argument = path.rsplit(":", 1)
   file = Path(path)
   if not file.is_file():
     raise OverrideError(f"--config={path}: no such file; pass a config file such as "
@@ -68,7 +75,12 @@ def load_file(path: str) -> ConfigDict:
   if not callable(getattr(module, "get_config", None)):
     raise OverrideError(f"--config={path}: the file has no get_config() function; a config "
                         f"file defines get_config() returning an ml_collections.ConfigDict.")
-  config = module.get_config()
+  try:
+    config = module.get_config() if argument is None else module.get_config(argument)
+  except (TypeError, ValueError) as e:
+    raise OverrideError(f"--config={path}{'' if argument is None else ':' + argument}: "
+                        f"get_config({'' if argument is None else repr(argument)}) fails "
+                        f"({e}).") from e
   if not isinstance(config, ConfigDict):
     raise OverrideError(f"--config={path}: get_config() returned {type(config).__name__}, "
                         f"not an ml_collections.ConfigDict.")

@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 import jax
+import numpy as np
 import jax.numpy as jnp
 import ml_collections
 from absl import logging
@@ -26,7 +27,7 @@ from experiments import build, workdir as workdir_lib
 from experiments.build import ConfigError
 from experiments.checkpoint import Checkpointer
 from experiments.workdir import METRICS_FILE, WorkdirError
-from fedjax_compress import learning
+from fedjax_compress import learning, models
 from fedjax_compress.data import pipeline
 from fedjax_compress.data.prefetch import prefetched
 from fedjax_compress.learning import distributed, execution
@@ -185,8 +186,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     raise ConfigError(f"config.clients_per_round={config.clients_per_round} exceeds the "
                       f"{len(train.client_ids)} training clients of {train.source}.")
   model = build.build_model(bound, train)
+  try:
+    models.check_task(model, train.tokens)
+  except ValueError as e:
+    raise ConfigError(f"config.model: {e}") from e
   check_labels(model, train)
-  process = build.build_process(config, bound, model, train.client_ids)
+  aggregator = build.build_aggregator(config, bound, len(train.client_ids))
+  # Before any state exists: a private aggregator's plan is resolved (a target epsilon
+  # calibrated) and its mistakes stop the run here.
+  epsilons = privacy_epsilons(aggregator, jax.eval_shape(model.init, jax.random.key(0)))
+  process = build.build_process(config, bound, model, train.client_ids, aggregator)
   evaluate = _evaluator(model)
   test_batches = pipeline.eval_batches(test, batch_size=config.eval_batch_size)
 
@@ -227,6 +236,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         for name in totals:
           totals[name] += metrics[f"round_{name}"]
         record = {"round": r, **metrics, **totals, "round_seconds": time.perf_counter() - start}
+        if epsilons is not None:
+          record["privacy/epsilon"] = float(epsilons[r - 1])
         record["compiles"] = execution.compile_count() - compiles_before  # this run, cumulative
         if r % config.eval_every == 0 or r == config.rounds:
           record.update({f"eval/{k}": v for k, v in evaluate(state, test_batches).items()})
@@ -253,6 +264,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     checkpointer.close()
     writer.close()
   return history
+
+
+def privacy_epsilons(aggregator, params) -> np.ndarray | None:
+  """Epsilon after each round of the run for a private aggregator (None otherwise).
+
+  Resolved before the first round (a target epsilon is calibrated here), printed, and
+  logged round by round as `privacy/epsilon` (metrics.jsonl and TensorBoard).
+  """
+  if aggregator.privacy is None:
+    return None
+  try:
+    plan = aggregator.privacy(params)
+  except ValueError as e:
+    raise ConfigError(f"config.aggregator: {e}") from e
+  epsilons = plan.epsilons()
+  print(f"Privacy: {plan.describe()}; epsilon after {plan.rounds} rounds "
+        f"{epsilons[-1]:.4g} ({plan.accountant.upper()}, dp-accounting).", flush=True)
+  return epsilons
 
 
 def _evaluator(model):

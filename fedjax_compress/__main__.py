@@ -15,7 +15,7 @@ def main(argv: Sequence[str] | None = None) -> int:
       prog="python -m fedjax_compress",
       description="fedjax_compress: communication-efficient federated learning in JAX/Flax.",
       epilog="Experiments: python -m experiments.main --config=configs/default.py "
-             "--workdir=DIR (from a checkout); plots: python -m experiments.plot --workdirs=A,B.")
+             "--workdir=DIR (from a checkout); plots: python -m experiments.plot --workdirs=A,B --out=PREFIX.")
   parser.add_argument("--version", action="version",
                       version=f"fedjax_compress {fedjax_compress.__version__}")
   parser.parse_args(argv)

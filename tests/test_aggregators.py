@@ -65,6 +65,7 @@ def test_threshold_and_policy_choose_the_encoded_leaves():
   assert int(m[agg.UPLINK_BITS][0]) == 1200 * 32 + (32 + 64)
 
 
+@pytest.mark.slow
 def test_bits_equal_the_arrays_actually_produced():
   updates, weights = _updates(3), jnp.ones(3)
   stage = agg.chain(agg.hadamard(), agg.uniform_quantize(5))
@@ -174,6 +175,7 @@ def _mibit(bits):
   return f"{size:.2f}Mibit" if size < 1024 else f"{size / 1024:.2f}Gibit"
 
 
+@pytest.mark.slow
 def test_tff_accounting_reproduces_the_tutorial(seed_round):
   plain = seed_round(agg.mean(), "tff", rounds=2)
   assert plain[0]["round_aggregated_bits"] == 10 * (53_227_840 + 32 + 256)

@@ -3,6 +3,8 @@
 import re
 from pathlib import Path
 
+import pytest
+
 API = Path(__file__).resolve().parent.parent / "docs" / "api.md"
 BLOCKS = re.findall(r"```python\n(.*?)```", API.read_text(), re.S)
 
@@ -15,6 +17,7 @@ def test_api_docs_have_examples_for_every_layer():
     assert needle in text, needle
 
 
+@pytest.mark.slow
 def test_api_docs_python_blocks_run_in_order():
   namespace = {}
   for index, block in enumerate(BLOCKS):

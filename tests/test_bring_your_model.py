@@ -5,6 +5,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
+import pytest
 
 from fedjax_compress import models
 
@@ -21,6 +22,7 @@ def test_the_page_covers_linen_nnx_training_and_registration():
   assert "--config.imports=my_module" in PAGE.read_text()
 
 
+@pytest.mark.slow
 def test_the_pages_python_blocks_run_in_order():
   namespace = {}
   try:

@@ -260,6 +260,7 @@ def _run(aggregator, rounds=2):
     ("dp", {"noise_multiplier": 1.0, "clip_norm": 0.5},
      lambda: agg.dp_aggregator(1.0, 4, clip_norm=0.5, accounting="tff")),
 ])
+@pytest.mark.slow
 def test_aggregators_by_name_are_bitwise_the_library_ones(name, arguments, direct):
   accounting = "tff" if name in ("compression", "dp") else "exact"
   by_name = agg.create_aggregator(name, arguments, accounting=accounting, clients_per_round=4)

@@ -161,6 +161,7 @@ def test_there_are_at_least_30_bad_invocations():
   assert len(BAD) >= 30
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", [case[0] for case in BAD])
 def test_a_bad_invocation_is_one_error_line(outcomes, name):
   results, _, _, _ = outcomes

@@ -49,6 +49,7 @@ def test_client_momentum_is_the_clients_not_the_servers():
   np.testing.assert_allclose(server, _momentum_steps(optax.sgd(1.0, momentum=0.9), grads))
 
 
+@pytest.mark.slow
 def test_client_momentum_reaches_the_round(small_data, tiny_model):
   """A round with the bound client optimizer equals one with optax.sgd(0.1, momentum=0.5)."""
   bound = build.bind(_config(("client_optimizer.momentum", "0.5"),
@@ -244,3 +245,10 @@ def test_a_model_with_fewer_outputs_than_classes_stops_before_training(tmp_path,
   with pytest.raises(build.ConfigError, match="the model has 5 outputs but .* has 10 classes"):
     train.train_and_evaluate(config, str(tmp_path / "run"))
   assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def test_a_config_file_argument_picks_a_variant():
+  config = overrides.load("configs/shakespeare.py:fedadam", [])
+  assert config.server_optimizer.name == "adam"
+  with pytest.raises(overrides.OverrideError, match="get_config\\('nadam'\\) fails"):
+    overrides.load("configs/shakespeare.py:nadam", [])

@@ -9,6 +9,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import optax
+import pytest
 
 from configs import default
 from experiments import overrides, train
@@ -46,6 +47,7 @@ def test_the_documented_stage_plugs_into_fed_avg(tmp_path, tiny_model, small_dat
   assert all(np.isfinite(m) and m > 0 for m in moved)
 
 
+@pytest.mark.slow
 def test_the_documented_stage_plugs_into_a_config_by_name(tmp_path):
   config = default.get_config()
   for key, value in [("model", "mlp"), ("rounds", "2"), ("clients_per_round", "3"),

@@ -13,6 +13,7 @@ def test_readme_has_examples():
   assert BLOCKS
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
 def test_readme_python_block_runs(index):
   namespace = {}

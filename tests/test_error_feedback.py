@@ -132,6 +132,7 @@ def test_bits_are_those_of_the_stage():
     agg.compression_aggregator(threshold=10),
     agg.mean(agg.error_feedback(agg.chain(agg.hadamard(), agg.eden(2)), kind="ef21")),
 ], ids=["quantized_mean", "compression", "ef21_eden"])
+@pytest.mark.slow
 def test_streaming_one_client_at_a_time_equals_the_whole_cohort(aggregator):
   updates = _inputs(1, clients=5)[0]
   weights = jnp.arange(1.0, 6.0)
@@ -196,6 +197,7 @@ def test_the_table_holds_a_row_per_client_and_changes_only_the_round_s(tiny_mode
   assert touched.tolist() == [i in (1, 4) for i in range(len(small_data.client_ids))]
 
 
+@pytest.mark.slow
 def test_every_strategy_gives_the_same_error_feedback_rounds(tiny_model, small_data):
   reference, ref_history = _rounds(_ef_process(tiny_model, small_data.client_ids), small_data)
   for strategy in ("chunked", "vmap", "sharded"):

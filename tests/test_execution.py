@@ -76,6 +76,7 @@ for clients, agg in ((5, aggregators.compression_aggregator(threshold=100)),  # 
 """
 
 
+@pytest.mark.slow
 def test_sharded_over_eight_devices_equals_sequential():
   env = {**os.environ, "JAX_PLATFORMS": "cpu",
          "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
@@ -178,6 +179,7 @@ def test_streamed_default_mean_equals_the_stacked_mean(tiny_model, small_data, w
     assert_same_rounds(run(strategy, None), stacked)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("threads", [2, 3])
 def test_client_threads_change_nothing_bit_for_bit(tiny_model, small_data, threads):
   """Clients trained at once on host threads, folded in cohort order: the same bits."""
@@ -196,6 +198,7 @@ def test_client_threads_change_nothing_bit_for_bit(tiny_model, small_data, threa
   assert one_metrics == many_metrics
 
 
+@pytest.mark.slow
 def test_chunks_are_halved_until_they_fit_the_memory_budget(tiny_model, small_data, caplog):
   batch = pipeline.round_batch(small_data, small_data.client_ids, batch_size=8, seed=1)
   trainer = learning.client.local_sgd(tiny_model, optax.sgd(0.05))

@@ -21,6 +21,7 @@ def _records(workdir):
   return [json.loads(line) for line in (Path(workdir) / "metrics.jsonl").open()]
 
 
+@pytest.mark.slow
 def test_main_command_runs_the_cnn_on_the_embedded_data(tmp_path):
   result = subprocess.run(
       [sys.executable, "-m", "experiments.main", "--config=configs/default.py",
@@ -57,6 +58,7 @@ def _comparable(records):
   return [{k: v for k, v in r.items() if k not in train.DIAGNOSTIC_KEYS} for r in records]
 
 
+@pytest.mark.slow
 def test_same_config_and_seed_give_identical_metrics(tmp_path):
   config = _small_config(("aggregator", "compression(threshold=1000)"))
   a = train.train_and_evaluate(config, str(tmp_path / "a"))

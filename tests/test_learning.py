@@ -75,6 +75,7 @@ def test_padding_with_empty_batches_changes_nothing(tiny_model, small_data, stra
   assert ma == mb
 
 
+@pytest.mark.slow
 def test_strategies_give_the_same_round(tiny_model, small_data):
   batch = pipeline.round_batch(small_data, small_data.client_ids[:5], batch_size=8, seed=4)
   agg = aggregators.compression_aggregator(threshold=100)

@@ -182,6 +182,7 @@ def _two_rounds(model, strategy, **kw):
   return state, history
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flavour", FLAVOURS)
 def test_strategies_agree_on_a_stateful_model(flavour):
   model = FLAVOURS[flavour]()  # dropout too: the per-step keys must agree
@@ -222,6 +223,7 @@ print("ok")
 """
 
 
+@pytest.mark.slow
 def test_sharded_with_padded_clients_agrees_on_a_stateful_model():
   """3 clients on 4 devices: one padded client, cut off before the state's mean."""
   root = Path(__file__).resolve().parent.parent

@@ -45,6 +45,7 @@ def test_masked_loss_ignores_padding():
   assert float(models.masked_loss(logits, labels, jnp.zeros(3, bool))) == 0.0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("form", ["shifted", "patches", "reference"])
 def test_cnn_forms_compute_the_cnn_with_its_parameters(form):
   """`cnn_shifted` and `cnn_patches` (convolutions as matrix products) and

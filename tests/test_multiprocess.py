@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 NUM_PROCESSES = 2
@@ -56,6 +57,7 @@ def _assert_same(records, reference):
         assert got[key] == value, key
 
 
+@pytest.mark.slow
 def test_two_processes_match_one(tmp_path):
   port = _free_port()
   env = {**os.environ, "JAX_PLATFORMS": "cpu", "FEDJAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}",

@@ -27,6 +27,7 @@ def test_notebook_is_valid_and_committed_without_outputs():
     assert needle in source, needle
 
 
+@pytest.mark.slow
 def test_notebook_runs_tiny_on_cpu(tmp_path, monkeypatch):
   monkeypatch.setenv("FEDJAX_NOTEBOOK_TINY", "1")
   monkeypatch.setenv("FEDJAX_NOTEBOOK_WORKDIR", str(tmp_path / "runs"))

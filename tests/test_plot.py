@@ -12,7 +12,7 @@ import pytest
 from experiments import plot
 
 
-def write_run(workdir, rounds=12, bits_per_round=532_280_000, eval_every=4):
+def write_run(workdir, rounds=12, bits_per_round=532_280_000, eval_every=4, shift=0.0):
   workdir.mkdir(parents=True)
   with open(workdir / "metrics.jsonl", "w") as f:
     for r in range(1, rounds + 1):
@@ -20,15 +20,154 @@ def write_run(workdir, rounds=12, bits_per_round=532_280_000, eval_every=4):
                 "aggregated_bits": r * bits_per_round, "broadcasted_bits": r * 532_278_400,
                 "update_bits": r * (bits_per_round - 1600)}
       if r % eval_every == 0 or r == rounds:
-        record.update({"eval/loss": 2.0 / r, "eval/accuracy": 1 - 0.8 / r})
+        record.update({"eval/loss": 2.0 / r, "eval/accuracy": 1 - 0.8 / r + shift})
       f.write(json.dumps(record) + "\n")
   return workdir
+
+
+# A sweep's outputs as experiments.sweep writes them: 10 clients a round, 1000 parameters,
+# so bits per parameter = bits per round / 10,000. Seeds shift eval/accuracy by 0.01 each.
+CLIENTS, PARAMS = 10, 1000
+SWEEP = {"float32": 320_000, "drive": 14_000}
+
+
+def write_sweep(root, seeds=(0, 1, 2), variants=SWEEP):
+  rows = []
+  for name, bits_per_round in variants.items():
+    workdirs = [f"{name}/seed_{s}" for s in seeds] if len(seeds) > 1 else [name]
+    for workdir, seed in zip(workdirs, seeds):
+      write_run(root / workdir, bits_per_round=bits_per_round, shift=0.01 * seed)
+    rows.append({"variant": name, "seeds": list(seeds), "workdirs": workdirs,
+                 "clients_per_round": CLIENTS, "num_params": PARAMS})
+  (root / "frontier.json").write_text(json.dumps({"seeds": list(seeds), "variants": rows}))
+  return root
 
 
 @pytest.fixture
 def runs(tmp_path):
   return (write_run(tmp_path / "fedavg"),
           write_run(tmp_path / "compressed", bits_per_round=134_641_620))
+
+
+def test_seed_stats_on_known_numbers():
+  stats = plot.seed_stats([1, 2, 3])
+  assert (stats.n, stats.mean, stats.std) == (3, 2.0, 1.0)
+  # 2 ± t(0.975, 2) · 1 / √3 = 2 ± 4.3027 / 1.7321 = 2 ± 2.4841
+  assert (stats.ci_low, stats.ci_high) == pytest.approx((2 - 2.4841, 2 + 2.4841), abs=1e-4)
+  assert plot.seed_stats([1, 2, 3], use_scipy=False) == pytest.approx(stats, abs=1e-4)
+  assert stats.interval("minmax") == (1.0, 3.0)
+  assert stats.as_json()["ci95"] == [stats.ci_low, stats.ci_high]
+  one = plot.seed_stats([0.5])  # no spread to estimate: not available, not 0
+  assert (one.std, one.ci_low, one.ci_high) == (None, None, None)
+  assert one.interval("ci95") is None and one.as_json()["ci95"] is None
+  with pytest.raises(ValueError, match="at least one seed"):
+    plot.seed_stats([])
+
+
+def test_t_quantile_table_matches_scipy_and_errs_wide():
+  scipy_special = pytest.importorskip("scipy.special")
+  for dof, t in plot.T_975.items():
+    assert t == pytest.approx(float(scipy_special.stdtrit(dof, 0.975)), abs=1e-4)
+    assert plot.t_quantile(dof, use_scipy=False) == (t, "table")
+  assert plot.t_quantile(2) == (pytest.approx(4.3027, abs=1e-4), "scipy")
+  # Between entries: the entry below, a larger t than the exact one (a wider interval).
+  assert plot.t_quantile(35, use_scipy=False)[0] == plot.T_975[30] > plot.t_quantile(35)[0]
+  assert plot.t_quantile(10_000, use_scipy=False)[0] == plot.T_975[120]
+
+
+def test_band_across_seeds(tmp_path):
+  runs = [plot.read_metrics(write_run(tmp_path / f"s{s}", shift=0.01 * s)) for s in range(3)]
+  band = plot.band_series(runs, "eval/accuracy")
+  assert band.xs == [4, 8, 12] and band.n == 3
+  assert band.mean == pytest.approx([1 - 0.8 / r + 0.01 for r in (4, 8, 12)])
+  half = 4.3027 * 0.01 / 3 ** 0.5
+  assert band.high[2] - band.mean[2] == pytest.approx(half, abs=1e-5)
+  assert plot.band_series(runs, "eval/accuracy", "minmax").low == pytest.approx(
+      [1 - 0.8 / r for r in (4, 8, 12)])
+  assert plot.band_series(runs[:1], "eval/accuracy").low is None  # one seed: no CI band
+
+
+def test_sweep_plot_draws_bands_and_the_frontier(tmp_path):
+  variants = plot.read_sweep(write_sweep(tmp_path / "sweep"))
+  assert [(v.name, v.seeds, len(v.runs)) for v in variants] == [("float32", [0, 1, 2], 3),
+                                                                ("drive", [0, 1, 2], 3)]
+  points = plot.frontier_points(variants)
+  assert [p.x.mean for p in points] == pytest.approx([32.0, 1.4])
+  assert points[0].y.mean == pytest.approx(1 - 0.8 / 12 + 0.01)
+  fig = plot.plot_sweep(variants)
+  rounds_ax, frontier_ax = fig.get_axes()
+  assert len(rounds_ax.collections) == 2  # one band per variant
+  assert "95% CI" in rounds_ax.get_legend().get_title().get_text()
+  assert [t.get_text() for t in rounds_ax.get_legend().get_texts()] == ["float32 (n=3)",
+                                                                       "drive (n=3)"]
+  assert frontier_ax.get_xlabel().startswith("uplink bits per parameter\naggregated_bits / ")
+  assert frontier_ax.get_xscale() == "log" and "95% CI" in frontier_ax.get_title()
+  fig = plot.plot_sweep(variants, band="minmax")
+  assert "min-max" in fig.get_axes()[0].get_legend().get_title().get_text()
+  assert len(plot.paper_figure(variants).get_axes()) == 1
+  assert len(plot.paper_figure(variants, panel="rounds").get_axes()) == 1
+  with pytest.raises(plot.PlotError, match="--metric='eval/bleu' is not in the metrics of "
+                     "variant 'float32', seed 0; pick one of"):
+    plot.plot_sweep(variants, metric="eval/bleu")
+
+
+def pdf_text(data: bytes) -> list[str]:
+  """The strings a PDF's content streams draw (Tj, and TJ arrays joined), decoded: a small
+  parser for matplotlib's PDFs (Flate streams; Type 42 text as 2-byte Unicode codes)."""
+  import re
+  import zlib
+  escapes = {b"n": b"\n", b"r": b"\r", b"t": b"\t", b"b": b"\b", b"f": b"\f"}
+
+  def unescape(raw):
+    out, i = bytearray(), 0
+    while i < len(raw):
+      if raw[i:i + 1] == b"\\":
+        octal = re.match(rb"[0-7]{1,3}", raw[i + 1:i + 4])
+        if octal:
+          out.append(int(octal.group(), 8))
+          i += 1 + len(octal.group())
+          continue
+        out += escapes.get(raw[i + 1:i + 2], raw[i + 1:i + 2])
+        i += 2
+      else:
+        out += raw[i:i + 1]
+        i += 1
+    return bytes(out)
+
+  string = rb"\(((?:\\.|[^\\)])*)\)"
+  texts = []
+  for stream in re.finditer(rb"stream\r?\n(.*?)endstream", data, re.S):
+    try:
+      content = zlib.decompress(stream.group(1))
+    except zlib.error:
+      continue
+    for op in re.finditer(rb"\[((?:" + string + rb"|[^\]])*)\]\s*TJ|" + string + rb"\s*Tj",
+                          content, re.S):
+      raw = b"".join(unescape(s) for s in re.findall(string, op.group(0), re.S))
+      texts.append(raw.decode("utf-16-be") if len(raw) % 2 == 0 else raw.decode("latin-1"))
+  return texts
+
+
+def test_sweep_cli_writes_the_paper_pdf_with_real_text(tmp_path, capsys):
+  root = write_sweep(tmp_path / "sweep")
+  out = tmp_path / "plots" / "frontier"
+  out.parent.mkdir()
+  before = set(os.listdir(REPO))
+  paths = plot.main([f"--sweep={root}", f"--out={out}"])
+  assert paths == [f"{out}.png", f"{out}.svg", f"{out}.pdf"]
+  assert set(os.listdir(REPO)) == before
+  data = open(paths[2], "rb").read()
+  assert data.startswith(b"%PDF")
+  assert b"/FontFile2" in data and b"/Type3" not in data  # TrueType text, not glyph paths
+  texts = pdf_text(data)
+  assert "uplink bits per parameter" in texts and "final eval/accuracy" in texts
+  assert "drive" in texts
+  printed = capsys.readouterr().out
+  assert "float32: 3 seeds, 12 rounds, final eval/accuracy 0.9433 [" in printed
+  assert "uplink 32.000 bits/parameter" in printed and "wrote" in printed
+  paths = plot.main([f"--sweep={root}", f"--out={out}", "--band=minmax", "--paper=rounds",
+                     "--metric=train/loss", "--bits=update_bits"])
+  assert "round" in pdf_text(open(paths[2], "rb").read())
 
 
 def test_cli_writes_png_and_svg(runs, tmp_path, capsys):
@@ -228,7 +367,36 @@ BAD_INVOCATIONS = [
      "pip install -e '.[plot]'"),
     ("ctrl_c", lambda t, g: ([f"--workdirs={g}", f"--out={t / 'o'}"],
                              _fake_matplotlib(t, CTRL_C)), 130, "interrupted"),
+    ("out_missing", lambda t, g: ([f"--workdirs={g}"], {}), 2, "--out is required"),
+    ("sweep_and_workdirs", lambda t, g: ([f"--workdirs={g}", f"--sweep={t}", f"--out={t / 'o'}"],
+                                         {}), 2, "are both given"),
+    ("band_with_workdirs", lambda t, g: ([f"--workdirs={g}", "--band=minmax",
+                                          f"--out={t / 'o'}"], {}), 2,
+     "--band applies to --sweep"),
+    ("sweep_without_summary", lambda t, g: ([f"--sweep={g}", f"--out={t / 'o'}"], {}), 1,
+     "frontier.json not found"),
+    ("sweep_summary_without_seeds", lambda t, g: (
+        [f"--sweep={_old_sweep(t)}", f"--out={t / 'o'}"], {}), 1, "without seeds"),
+    ("sweep_run_missing", lambda t, g: ([f"--sweep={_sweep_missing_run(t)}", f"--out={t / 'o'}"],
+                                        {}), 1, "does not exist"),
+    ("sweep_metric_absent", lambda t, g: ([f"--sweep={write_sweep(t / 's')}", "--metric=eval/f1",
+                                           f"--out={t / 'o'}"], {}), 1,
+     "--metric='eval/f1' is not in the metrics of variant 'float32', seed 0"),
 ]
+
+
+def _old_sweep(tmp):
+  """A --root whose frontier.json is the list an experiments.sweep without seeds wrote."""
+  root = _mkdir(tmp / "old")
+  (root / "frontier.json").write_text('[{"variant": "float32", "bits_per_param": 32.0}]')
+  return root
+
+
+def _sweep_missing_run(tmp):
+  root = write_sweep(tmp / "s")
+  (root / "drive" / "seed_1" / "metrics.jsonl").unlink()
+  (root / "drive" / "seed_1").rmdir()
+  return root
 
 
 @pytest.mark.parametrize("setup,code,words", [c[1:] for c in BAD_INVOCATIONS],

@@ -221,6 +221,7 @@ def test_skellam_large_mu_in_pieces():
   assert p_value > 1e-6, p_value
 
 
+@pytest.mark.slow
 def test_skellam_zero_mu_determinism_and_tracing():
   key = jax.random.key(11)
   assert not np.any(np.asarray(skellam(key, 0.0, (100,))))

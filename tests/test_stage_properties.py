@@ -5,6 +5,7 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from hypothesis import given, settings, strategies as st
 
 from fedjax_compress import aggregators as agg
@@ -29,6 +30,7 @@ def _data(shape, dtype, seed):
   return jnp.asarray(np.random.default_rng(seed).normal(size=shape) * 3, dtype)
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(shape=shapes, dtype=dtypes, bits=bit_widths, seed=seeds, stochastic=st.booleans())
 def test_quantization_keeps_spec_bounds_error_and_counts_its_payload(shape, dtype, bits, seed,
@@ -46,6 +48,7 @@ def test_quantization_keeps_spec_bounds_error_and_counts_its_payload(shape, dtyp
   assert np.abs(y32 - x32).max() <= bound
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(n=st.integers(1, 300), bits=bit_widths, word_bits=st.integers(1, 32),
        seed=seeds)
@@ -56,6 +59,7 @@ def test_bitpack_round_trips_any_width_and_word(n, bits, word_bits, seed):
   assert agg.payload_bits(enc) == 32 * math.ceil(bits * n / word_bits)
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(shape=shapes, seed=seeds)
 def test_rotation_preserves_norm_and_inverts(shape, seed):
@@ -65,6 +69,7 @@ def test_rotation_preserves_norm_and_inverts(shape, seed):
   np.testing.assert_allclose(y, x, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(shape=shapes, bits=st.integers(1, 8), seed=seeds, clients=st.integers(1, 4))
 def test_encoded_sum_bits_equal_each_clients_payload(shape, bits, seed, clients):

@@ -121,6 +121,7 @@ def test_an_unwritable_workdir_is_refused_before_data_loads(tmp_path, monkeypatc
     train.train_and_evaluate(_config(), str(make(tmp_path / "f")))
 
 
+@pytest.mark.slow
 def test_ctrl_c_says_where_the_run_resumes_and_exits_130(tmp_path):
   command = [sys.executable, "-u", "-m", "experiments.main", f"--workdir={tmp_path}",
              "--config.model=mlp", "--config.rounds=500", "--config.clients_per_round=3",

@@ -110,7 +110,7 @@ def test_the_documented_config_flags_build_it(tmp_path, monkeypatch):
                      ("imports", "my_module")]:
     overrides.apply(config, key, value)
   bound = build.bind(config)
-  assert isinstance(bound.aggregator, agg.Aggregator)
+  assert isinstance(build.build_aggregator(config, bound, num_clients=20), agg.Aggregator)
   config.aggregator.trimm = 1
   with pytest.raises(build.ConfigError, match="'trimm' is not an argument"):
     build.bind(config)

@@ -54,12 +54,16 @@ class Aggregator(NamedTuple):
       `measurements` holds each client's bits under `BIT_KEYS` ([num_clients]).
     client_init: `client_init(template) -> one client's initial state` for aggregators
       that keep state per client across rounds (error feedback); None otherwise.
+    privacy: `privacy(template) -> privacy.DpPlan` for a differentially private
+      aggregator: its resolved noise, clip and bits, and its accounting (the training
+      loop logs epsilon round by round from it); None for one that is not private.
   """
   init: Callable[[PyTree], State]
   start: Callable[[State, PyTree, int], Any]
   accumulate: Callable[..., tuple[Any, Any]]
   finish: Callable[[State, Any, PyTree, jax.Array], tuple[PyTree, State, Measurements]]
   client_init: Callable[[PyTree], PyTree] | None = None
+  privacy: Callable[[PyTree], Any] | None = None
 
   def apply(self, state, updates, weights, key):
     """The whole cohort at once: `(aggregate, new_state, measurements)`."""
@@ -78,10 +82,11 @@ class Aggregator(NamedTuple):
     return (*self.finish(state, partial, spec, key), client_states)
 
 
-def wrap(inner: Aggregator, *, init=None, start=None, accumulate=None, finish=None) -> Aggregator:
+def wrap(inner: Aggregator, *, init=None, start=None, accumulate=None, finish=None,
+         privacy=None) -> Aggregator:
   """`inner` with some of its functions replaced: wrappers change what they need."""
   return Aggregator(init or inner.init, start or inner.start, accumulate or inner.accumulate,
-                    finish or inner.finish, inner.client_init)
+                    finish or inner.finish, inner.client_init, privacy or inner.privacy)
 
 
 def zero_bits(num_clients: int) -> Measurements:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 
 from fedjax_compress.aggregators import arguments as check
@@ -43,25 +45,43 @@ def compression_aggregator(*, zeroing: bool = True, clipping: bool = True, weigh
                            inner=encoded_mean(stage, threshold=threshold, weighted=weighted))
 
 
-def dp_aggregator(noise_multiplier: float, clients_per_round: int, *, clip_norm: float = 0.1,
-                  zeroing: bool = True, accounting: str = "exact") -> Aggregator:
-  """DP-FedAvg's aggregator (McMahan et al., 2018) with a fixed clip.
+def dp_aggregator(noise_multiplier: float | None, clients_per_round: int, *,
+                  clip_norm: float = 0.1, zeroing: bool = True, accounting: str = "exact",
+                  target_epsilon: float | None = None, delta: float | None = None,
+                  num_clients: int | None = None, rounds: int | None = None) -> Aggregator:
+  """DP-FedAvg's aggregator (McMahan et al., 2018) with a fixed clip: the central baseline.
 
   Each update is clipped to L2 norm `clip_norm`, the server adds Gaussian noise of
   standard deviation `noise_multiplier * clip_norm` to the sum and divides by the
-  expected cohort `clients_per_round` (unweighted, as DP requires). The privacy
-  guarantee, via a moments accountant, depends on the sampling rate and the rounds; it
-  is not computed here. Unlike TFF's `dp_aggregator`, the clip is fixed, not adaptive.
+  expected cohort `clients_per_round` (unweighted, as DP requires). Unlike TFF's
+  `dp_aggregator`, the clip is fixed, not adaptive.
+
+  Accounting: `aggregator.privacy(template)` is the run's `privacy.DpPlan` (mechanism
+  "gaussian"), accounted by dp-accounting like the distributed mechanisms when
+  `num_clients` and `rounds` are known; `target_epsilon` (instead of
+  `noise_multiplier`) calibrates the noise for them. Zeroing (on by default, as in TFF)
+  only replaces non-finite or huge updates by zeros after clipping would have bounded
+  them anyway, so it does not change the sensitivity; its threshold is fixed (TFF's
+  initial 10, times 2, plus 1), since an adaptive one would be a release of the clients'
+  norms that the accounting does not cover.
   """
-  noise_multiplier = check.real("dp_aggregator", "noise_multiplier", noise_multiplier, 0.0)
+  from fedjax_compress.privacy import plan as plan_lib  # pylint: disable=import-outside-toplevel
   clip_norm = check.real("dp_aggregator", "clip_norm", clip_norm, 0.0, lo_open=True)
   clients_per_round = check.integer("dp_aggregator", "clients_per_round", clients_per_round, 1)
   zeroing = check.boolean("dp_aggregator", "zeroing", zeroing)
+  arguments = dict(clip_norm=clip_norm, clients_per_round=clients_per_round,
+                   noise_multiplier=noise_multiplier, target_epsilon=target_epsilon,
+                   delta=plan_lib.DEFAULT_DELTA if delta is None else delta,
+                   num_clients=num_clients, rounds=rounds)
+  plan_lib.make_plan("gaussian", size=None, **arguments)  # checks the arguments
+  # Resolved (a target calibrated) when first needed, once.
+  plan = functools.cache(lambda: plan_lib.make_plan("gaussian", size=0, **arguments))
   agg = robust.clipping(encoded_sum(identity()), clip_norm=clip_norm, adaptive=False,
                         accounting=accounting)
-  agg = robust.gaussian_noise(agg, stddev=noise_multiplier * clip_norm)
+  agg = robust.gaussian_noise(agg, stddev=lambda: plan().noise_multiplier * clip_norm)
   agg = _divide(agg, float(clients_per_round))
-  return robust.zeroing(agg, accounting=accounting) if zeroing else agg
+  agg = wrap(agg, privacy=lambda template: plan())
+  return robust.zeroing(agg, adaptive=False, accounting=accounting) if zeroing else agg
 
 
 def _divide(inner: Aggregator, denominator: float) -> Aggregator:

@@ -13,8 +13,9 @@ Stages are written as a spec string, "hadamard,uniform_quantize(bits=2)": a chai
 registered stage factories and their keyword arguments, as Python literals.
 
 An aggregator factory receives the run's context arguments that its signature names:
-`accounting` (the bit accounting, "exact" or "tff") and `clients_per_round`. A config
-may not set them.
+`accounting` (the bit accounting, "exact" or "tff"), `clients_per_round`, and, for
+privacy accounting, `num_clients` (the population) and `rounds`. A config may not set
+them.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ STORAGE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": j
 
 stage_registry: Registry[Stage] = Registry("stage")
 aggregator_registry: Registry[Aggregator] = Registry(
-    "aggregator", context=("accounting", "clients_per_round"))
+    "aggregator", context=("accounting", "clients_per_round", "num_clients", "rounds"))
 broadcast_registry: Registry[Broadcast] = Registry("broadcast")
 
 for _factory in (stage_lib.identity, stage_lib.flatten, rotation.hadamard,
@@ -137,16 +138,19 @@ def aggregator_names() -> list[str]:
 
 
 def create_aggregator(name: str, arguments: Mapping[str, Any] | None = None, *,
-                      accounting: str = "exact", clients_per_round: int = 1) -> Aggregator:
+                      accounting: str = "exact", clients_per_round: int = 1,
+                      num_clients: int | None = None, rounds: int | None = None) -> Aggregator:
   """The aggregator registered as `name`, built from a config's `arguments`.
 
   E.g. `create_aggregator("encoded_mean", {"stages": "hadamard,eden(bits=2)"})`. The
-  arguments are checked against the factory's signature first; `accounting` and
-  `clients_per_round` come from the run and reach factories that name them.
+  arguments are checked against the factory's signature first; `accounting`,
+  `clients_per_round`, `num_clients` and `rounds` come from the run and reach factories
+  that name them (the private ones account with the last two).
   """
   check_accounting(accounting)
   return aggregator_registry.create(name, arguments, accounting=accounting,
-                                    clients_per_round=clients_per_round)
+                                    clients_per_round=clients_per_round,
+                                    num_clients=num_clients, rounds=rounds)
 
 
 def _robust(agg: Aggregator, zeroing: bool, clipping: bool, accounting: str) -> Aggregator:
@@ -211,11 +215,50 @@ def robust_aggregator_factory(weighted: bool = True, *, accounting: str = "exact
 
 
 @register_aggregator("dp")
-def dp_aggregator_factory(noise_multiplier: float = 0.0, clip_norm: float = 0.1, *,
-                          clients_per_round: int = 1, accounting: str = "exact") -> Aggregator:
-  """DP-FedAvg's aggregator (see `presets.dp_aggregator`), over the run's cohort size."""
+def dp_aggregator_factory(noise_multiplier: float | None = None, clip_norm: float = 0.1,
+                          target_epsilon: float | None = None, delta: float = 1e-5, *,
+                          clients_per_round: int = 1, num_clients: int | None = None,
+                          rounds: int | None = None,
+                          accounting: str = "exact") -> Aggregator:
+  """Central DP (DP-FedAvg; `presets.dp_aggregator`) over the run's cohort size.
+
+  Give `noise_multiplier` or `target_epsilon` (calibrated for the run's population and
+  rounds); a run logs epsilon at `delta` round by round.
+  """
+  if noise_multiplier is None and target_epsilon is None:
+    raise ValueError("aggregator 'dp' needs noise_multiplier (e.g. 1.0) or target_epsilon "
+                     "(e.g. 8.0).")
   return presets.dp_aggregator(noise_multiplier, clients_per_round, clip_norm=clip_norm,
-                               accounting=accounting)
+                               accounting=accounting, target_epsilon=target_epsilon,
+                               delta=delta, num_clients=num_clients, rounds=rounds)
+
+
+def _distributed(mechanism: str):
+  def factory(bits: int | str = "auto", clip_norm: float = 0.1,
+              noise_multiplier: float | None = None,
+              target_epsilon: float | None = None, delta: float = 1e-5,
+              failure_probability: float = 1e-6, *, clients_per_round: int = 1,
+              num_clients: int | None = None, rounds: int | None = None) -> Aggregator:
+    if noise_multiplier is None and target_epsilon is None:
+      raise ValueError(f"aggregator {mechanism!r} needs noise_multiplier (e.g. 1.0) or "
+                       f"target_epsilon (e.g. 8.0).")
+    from fedjax_compress.privacy.distributed import distributed_dp  # pylint: disable=import-outside-toplevel
+    return distributed_dp(mechanism, clip_norm=clip_norm, bits=bits,
+                          clients_per_round=clients_per_round,
+                          noise_multiplier=noise_multiplier, target_epsilon=target_epsilon,
+                          delta=delta, num_clients=num_clients, rounds=rounds,
+                          failure_probability=failure_probability)
+  factory.__name__ = f"{mechanism}_aggregator"
+  factory.__doc__ = (f"Distributed DP with {'discrete Gaussian' if mechanism == 'ddg' else 'Skellam'} "
+                     f"noise under secure aggregation (`privacy.distributed_dp`): each "
+                     f"client's update clipped, rotated, scaled, rounded, noised and sent in "
+                     f"Z_2^bits (\"auto\": the fewest bits whose rounding costs under 1% of the "
+                     f"sensitivity); `failure_probability` bounds a wrap-around a round.")
+  return factory
+
+
+register_aggregator("ddg", _distributed("ddg"))
+register_aggregator("skellam", _distributed("skellam"))
 
 
 # Broadcasts.

@@ -14,7 +14,7 @@ float32) plus the int32 count of clipped or zeroed clients.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -145,14 +145,19 @@ def zeroing(inner: Aggregator, *, zeroing_norm: float = 10.0, target_quantile: f
   return _norm_tracking(inner, estimator, "zeroing_norm", transform, report, accounting)
 
 
-def gaussian_noise(inner: Aggregator, *, stddev: float) -> Aggregator:
-  """Adds N(0, stddev^2) noise, drawn on the server, to each coordinate of the aggregate."""
+def gaussian_noise(inner: Aggregator, *, stddev: float | Callable[[], float]) -> Aggregator:
+  """Adds N(0, stddev^2) noise, drawn on the server, to each coordinate of the aggregate.
+
+  `stddev` may be a function, called when the round is traced (a noise level calibrated
+  once the run's population is known).
+  """
 
   def finish(state, partial, spec, key):
     aggregate, state, measurements = inner.finish(state, partial, spec, key)
+    std = stddev() if callable(stddev) else stddev
     leaves, treedef = jax.tree.flatten(aggregate)
     keys = jax.random.split(jax.random.fold_in(key, 0x0D9), len(leaves))
-    noisy = [x + stddev * jax.random.normal(k, x.shape, x.dtype) for x, k in zip(leaves, keys)]
+    noisy = [x + std * jax.random.normal(k, x.shape, x.dtype) for x, k in zip(leaves, keys)]
     return treedef.unflatten(noisy), state, measurements
 
   return wrap(inner, finish=finish)

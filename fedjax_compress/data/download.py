@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import http.client
+import logging
 import lzma
 import os
 import urllib.error
@@ -152,3 +153,25 @@ def _decompress(src: Path, dest: Path) -> None:
     raise DataError(f"cannot decompress {src} to {dest} ({e}).") from e
   finally:
     tmp.unlink(missing_ok=True)
+
+
+def fetch_sqlite(what: str, url: str, cache: Path, sqlite_name: str, *, download_allowed: bool,
+                 wanted: str, reference_sha256: str | None = None) -> Path:
+  """TFF's `url` (an .lzma of a SQLite file) downloaded into `cache` and decompressed.
+
+  `what` names the dataset and `wanted` the files a data_dir could hold instead, for the
+  one-line error when `download_allowed` is False. A digest other than
+  `reference_sha256` is logged, not refused: the file's structure is checked when read.
+  """
+  target = cache / url.rsplit("/", 1)[-1]
+  if not download_allowed:
+    raise DataError(f"{what} is not in the cache {cache} and download=False: download {url} "
+                    f"and place it at {target}, or pass data_dir= pointing at a folder with "
+                    f"{wanted}.")
+  download(url, target)
+  digest = verify_cached(target)
+  if reference_sha256 and digest != reference_sha256:
+    logging.warning("Downloaded %s has sha256 %s, not the %s recorded; the upstream file may "
+                    "have changed. Its structure is checked when it is read.", url, digest,
+                    reference_sha256)
+  return decompressed(target, cache / sqlite_name)

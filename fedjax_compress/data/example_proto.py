@@ -193,3 +193,20 @@ def parse_example(buf: bytes) -> dict[str, tuple[str, bytes | tuple]]:
 def float_values(raw: bytes) -> tuple[float, ...]:
   """Unpacks a 'float' feature value into Python floats (for small lists)."""
   return struct.unpack(f"<{len(raw) // 4}f", raw)
+
+
+def one_bytes_value(blob: bytes, feature: str, where: str) -> bytes:
+  """The single bytes value of `feature` in a serialized tf.train.Example.
+
+  Raises `ProtoError` naming `where` when the blob does not parse or the feature is
+  absent, not bytes, or not exactly one value (TFF's text datasets store one string).
+  """
+  try:
+    features = parse_example(blob)
+  except ProtoError as e:
+    raise ProtoError(f"{where}: not a valid tf.train.Example ({e}).") from e
+  kind, value = features.get(feature, (None, ()))
+  if kind != "bytes" or len(value) != 1:
+    raise ProtoError(f"{where}: feature {feature!r} should be one bytes value, got "
+                     f"{kind or 'none'} with {len(value)} values.")
+  return value[0]

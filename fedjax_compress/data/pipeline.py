@@ -3,6 +3,10 @@
 TFF's client pipeline is `shuffle -> repeat(epochs) -> batch(b)` with the last partial
 batch kept. Here the same batches are laid out as fixed-shape numpy arrays with a mask,
 so that every round of a run compiles to one of a few shapes.
+
+Examples may be images (x float32, y int32 [n]) or token sequences (`data.tokens` set:
+x and y int32 [n, T]). The mask marks whole examples; padding rows are all zeros, so a
+padded sequence's targets are pad ids too, and the sequence loss also skips pad targets.
 """
 
 from __future__ import annotations
@@ -20,9 +24,11 @@ class RoundBatch(NamedTuple):
   """The local data of one round's clients.
 
   Attributes:
-    x: [clients, batches, batch_size, *example_shape] float32.
-    y: [clients, batches, batch_size] int32.
-    mask: [clients, batches, batch_size] bool; False marks padding.
+    x: [clients, batches, batch_size, *example_shape] float32 (images) or int32
+      (token ids).
+    y: [clients, batches, batch_size, *target_shape] int32: labels [] or next-token
+      ids [T].
+    mask: [clients, batches, batch_size] bool; False marks padding examples.
     client_ids: the ids of the clients, in order.
   """
   x: np.ndarray
@@ -90,10 +96,10 @@ def round_batch(data: FederatedData, client_ids: Sequence[str], *, batch_size: i
   width = pad_batches_to or bucket(most)
   if width < most:
     raise ValueError(f"pad_batches_to={width} is less than the {most} batches of a client.")
-  example_shape = next(iter(data.clients.values()))[0].shape[1:]
+  first_x, first_y = next(iter(data.clients.values()))
   shape = (len(client_ids), width * batch_size)
-  x = np.zeros(shape + example_shape, np.float32)
-  y = np.zeros(shape, np.int32)
+  x = np.zeros(shape + first_x.shape[1:], _x_dtype(data))
+  y = np.zeros(shape + first_y.shape[1:], np.int32)
   mask = np.zeros(shape, bool)
   for i, cid in enumerate(client_ids):
     cx, cy = data.clients[cid]
@@ -113,12 +119,17 @@ def eval_batches(data: FederatedData, *, batch_size: int = 500) -> RoundBatch:
   ys = np.concatenate([data.clients[c][1] for c in ids])
   n = len(ys)
   width = math.ceil(n / batch_size)
-  x = np.zeros((width * batch_size,) + xs.shape[1:], np.float32)
-  y = np.zeros(width * batch_size, np.int32)
+  x = np.zeros((width * batch_size,) + xs.shape[1:], _x_dtype(data))
+  y = np.zeros((width * batch_size,) + ys.shape[1:], np.int32)
   mask = np.zeros(width * batch_size, bool)
   x[:n], y[:n], mask[:n] = xs, ys, True
   split = lambda a: a.reshape((1, width, batch_size) + a.shape[1:])
   return RoundBatch(split(x), split(y), split(mask), ("eval",))
+
+
+def _x_dtype(data: FederatedData) -> type:
+  """int32 for token ids, float32 for images (whatever dtype a loader produced)."""
+  return np.int32 if data.tokens is not None else np.float32
 
 
 def _client_rng(seed: int, round_num: int, client_id: str) -> np.random.Generator:

@@ -12,9 +12,12 @@ import functools
 import os
 from typing import Any, Callable, Mapping
 
+from fedjax_compress.data.cifar100 import load_cifar100
 from fedjax_compress.data.embedded import load_embedded_digits
 from fedjax_compress.data.federated import DataError, FederatedData
 from fedjax_compress.data.leaf import load_leaf
+from fedjax_compress.data.shakespeare import load_shakespeare
+from fedjax_compress.data.stackoverflow import load_stackoverflow
 from fedjax_compress.data.tff_emnist import load_tff_emnist
 from fedjax_compress.registry import Registry
 
@@ -23,6 +26,9 @@ dataset_registry: Registry[FederatedData] = Registry("dataset", context=("split"
 dataset_registry.register("emnist", load_tff_emnist)
 dataset_registry.register("leaf", load_leaf)
 dataset_registry.register("sklearn_digits", load_embedded_digits)
+dataset_registry.register("shakespeare", load_shakespeare)
+dataset_registry.register("cifar100", load_cifar100)
+dataset_registry.register("stackoverflow", load_stackoverflow)
 
 
 def register_dataset(name: str, loader: Callable[..., FederatedData] | None = None):
@@ -58,6 +64,9 @@ def load_federated(name: str, split: str, *, data_dir: str | os.PathLike | None 
   """Loads split 'train' or 'test' of a named federated dataset.
 
   Names:
+    any registered name (shakespeare, cifar100, stackoverflow, ...): its loader, given
+      data_dir and cache_dir when set and `kw` (checked against its signature);
+      `only_digits` is for the EMNIST sources only.
     emnist: TFF's federated EMNIST (`load_tff_emnist`; kw: download, base_url).
     leaf: LEAF FEMNIST JSON under data_dir (`load_leaf`; data_dir required).
     sklearn_digits: scikit-learn's digits, offline (`load_embedded_digits`;
@@ -83,5 +92,9 @@ def load_federated(name: str, split: str, *, data_dir: str | os.PathLike | None 
     return load_leaf(data_dir, split, only_digits=only_digits, **kw)
   if name == "sklearn_digits":
     return load_embedded_digits(split, seed=seed, **kw)
+  if name in dataset_registry:  # registered loaders: their own arguments, checked
+    given = {"data_dir": data_dir, "cache_dir": cache_dir, **kw}
+    return dataset_registry.create(name, {k: v for k, v in given.items() if v is not None},
+                                   split=split, seed=seed)
   raise DataError(f"unknown dataset {name!r}; valid names: {', '.join(dataset_registry.names())} "
                   "(and tfds:NAME, e.g. tfds:mnist, tfds:cifar10).")

@@ -20,7 +20,6 @@ training examples, ~10 s for all 671,585, plus reading the 4.7 GB file.
 
 from __future__ import annotations
 
-import logging
 import os
 import sqlite3
 from pathlib import Path
@@ -109,19 +108,8 @@ def _locate(split, only_digits, data_dir, cache_dir, download, base_url) -> Path
   if found is not None:
     return found
   url = (base_url or os.environ.get(BASE_URL_ENV) or TFF_BASE_URL).rstrip("/") + "/" + LZMA_NAME
-  target = cache / LZMA_NAME
-  if not download:
-    raise DataError(f"TFF EMNIST is not in the cache {cache} and download=False: "
-                    f"download {url} and place it at {target}, or pass data_dir= "
-                    f"pointing at a folder with {wanted}.")
-  dl.download(url, target)
-  digest = dl.verify_cached(target)
-  reference = _REFERENCE_SHA256.get(url)
-  if reference and digest != reference:
-    logging.warning("Downloaded %s has sha256 %s, not the %s recorded in 2026; the upstream "
-                    "file may have changed. Its structure is checked when it is read.",
-                    url, digest, reference)
-  return dl.decompressed(target, cache / SQLITE_NAME)
+  return dl.fetch_sqlite("TFF EMNIST", url, cache, SQLITE_NAME, download_allowed=download,
+                         wanted=wanted, reference_sha256=_REFERENCE_SHA256.get(url))
 
 
 def _find_local(folder: Path, split: str, only_digits: bool, cache: Path) -> Path | None:

@@ -3,6 +3,11 @@
 A strategy (see `execution`) decides how steps are run; the arithmetic lives here, so
 every strategy computes the same thing. A batch whose mask is all False leaves the
 client state unchanged, optimizer state and model state included.
+
+The loss and the metric sums are the model's task (`model.task`: classification by
+default, `models.sequence_task` for language models). The carried metric sums are the
+task's keys plus `num_batches`; a client's weight is its `num_examples` sum when the
+task reports one (sequences), else its `count` (classified examples).
 """
 
 from __future__ import annotations
@@ -13,9 +18,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from fedjax_compress.models import Model, is_stateful, masked_loss, masked_metric_sums
-
-METRIC_KEYS = ("loss_sum", "correct", "count", "num_batches")
+from fedjax_compress.models import Model, is_stateful
 
 
 class ClientOutput(NamedTuple):
@@ -49,14 +52,43 @@ class ClientTrainer(NamedTuple):
   finalize: Callable
 
 
-def _zero_metrics():
-  return {k: jnp.zeros((), jnp.float32) for k in METRIC_KEYS}
+def _metric_keys(model: Model) -> tuple[str, ...]:
+  """The carried metric keys: the task's sum keys (traced, nothing runs, on a one-example
+  batch), then `num_batches`: (loss_sum, correct, count, num_batches) for classification."""
+  x = jax.ShapeDtypeStruct((1, *model.input_shape), jnp.float32)
+
+  def sums(key, x):
+    params = model.init(key)
+    if is_stateful(model):
+      logits = model.apply_with_state(params, model.init_state(key), x)[0]
+    else:
+      logits = model.apply(params, x)
+    y = jnp.zeros(logits.shape[:-1], jnp.int32)
+    return model.task.metric_sums(logits, y, jnp.ones((1,), bool))
+
+  keys = tuple(jax.eval_shape(sums, jax.random.key(0), x))
+  return keys + ("num_batches",)
 
 
-def _add_metrics(total, logits, y, mask):
-  sums = masked_metric_sums(logits, y, mask)
-  sums["num_batches"] = jnp.any(mask).astype(jnp.float32)
-  return {k: total[k] + sums[k] for k in METRIC_KEYS}
+def _metrics_fns(model: Model) -> tuple[Callable, Callable]:
+  """`(zero() -> sums, add(total, logits, y, mask) -> sums)` over the model's task."""
+  keys = _metric_keys(model)
+  metric_sums = model.task.metric_sums
+
+  def zero():
+    return {k: jnp.zeros((), jnp.float32) for k in keys}
+
+  def add(total, logits, y, mask):
+    sums = metric_sums(logits, y, mask)
+    sums["num_batches"] = jnp.any(mask).astype(jnp.float32)
+    return {k: total[k] + sums[k] for k in keys}
+
+  return zero, add
+
+
+def _weight(metrics: dict[str, jax.Array]) -> jax.Array:
+  """A client's aggregation weight: sequences for a sequence task, else examples."""
+  return metrics["num_examples"] if "num_examples" in metrics else metrics["count"]
 
 
 def _train_forward(model: Model) -> Callable:
@@ -101,10 +133,12 @@ def local_sgd(model: Model, optimizer: optax.GradientTransformation, *,
   """
   forward, parts = _train_forward(model), _start_parts(model)
   pack, unpack = _carry_packing(model)
+  zero_metrics, add_metrics = _metrics_fns(model)
+  task_loss = model.task.loss
 
   def init(start):
     global_params, model_state = parts(start)
-    return pack(global_params, optimizer.init(global_params), model_state, _zero_metrics())
+    return pack(global_params, optimizer.init(global_params), model_state, zero_metrics())
 
   def step(carry, start, x, y, mask, key):
     params, opt_state, model_state, metrics = unpack(carry)
@@ -112,7 +146,7 @@ def local_sgd(model: Model, optimizer: optax.GradientTransformation, *,
 
     def loss_fn(p):
       logits, new_model_state = forward(p, model_state, x, key)
-      loss = masked_loss(logits, y, mask)
+      loss = task_loss(logits, y, mask)
       if proximal_mu:
         sq = sum(jnp.sum((a - b)**2) for a, b in zip(jax.tree.leaves(p), jax.tree.leaves(global_params)))
         loss = loss + 0.5 * proximal_mu * sq
@@ -124,12 +158,12 @@ def local_sgd(model: Model, optimizer: optax.GradientTransformation, *,
     active = jnp.any(mask)
     return pack(_keep_if(active, new_params, params), _keep_if(active, new_opt_state, opt_state),
                 _keep_if(active, new_model_state, model_state),
-                _add_metrics(metrics, logits, y, mask))
+                add_metrics(metrics, logits, y, mask))
 
   def finalize(carry, start):
     params, _, model_state, metrics = unpack(carry)
     delta = jax.tree.map(jnp.subtract, params, parts(start)[0])
-    return ClientOutput(delta, metrics["count"], metrics, model_state)
+    return ClientOutput(delta, _weight(metrics), metrics, model_state)
 
   return ClientTrainer(init, step, finalize)
 
@@ -143,28 +177,31 @@ def gradient(model: Model) -> ClientTrainer:
   """
   forward, parts = _train_forward(model), _start_parts(model)
   pack, unpack = _carry_packing(model)
+  zero_metrics, add_metrics = _metrics_fns(model)
+  task_loss = model.task.loss
 
   def init(start):
     global_params, model_state = parts(start)
-    return pack(jax.tree.map(jnp.zeros_like, global_params), model_state, _zero_metrics())
+    return pack(jax.tree.map(jnp.zeros_like, global_params), model_state, zero_metrics())
 
   def step(carry, start, x, y, mask, key):
     grad_sum, model_state, metrics = unpack(carry)
 
     def loss_sum(p):
       logits, new_model_state = forward(p, model_state, x, key)
-      return masked_loss(logits, y, mask) * jnp.sum(mask), (logits, new_model_state)
+      return (task_loss(logits, y, mask) * model.task.num_scored(y, mask),
+              (logits, new_model_state))
 
     (_, (logits, new_model_state)), grads = jax.value_and_grad(loss_sum, has_aux=True)(
         parts(start)[0])
     return pack(jax.tree.map(jnp.add, grad_sum, grads),
                 _keep_if(jnp.any(mask), new_model_state, model_state),
-                _add_metrics(metrics, logits, y, mask))
+                add_metrics(metrics, logits, y, mask))
 
   def finalize(carry, start):
     grad_sum, model_state, metrics = unpack(carry)
     count = jnp.maximum(metrics["count"], 1.0)
-    return ClientOutput(jax.tree.map(lambda g: -g / count, grad_sum), metrics["count"], metrics,
+    return ClientOutput(jax.tree.map(lambda g: -g / count, grad_sum), _weight(metrics), metrics,
                         model_state)
 
   return ClientTrainer(init, step, finalize)

@@ -270,7 +270,9 @@ def fed_avg(model: Model, client_optimizer: optax.GradientTransformation,
     metrics = {
         "train/loss": sums["loss_sum"] / jnp.maximum(sums["count"], 1.0),
         "train/accuracy": sums["correct"] / jnp.maximum(sums["count"], 1.0),
-        "train/num_examples": sums["count"],
+        # Sequence tasks score tokens (`count`) and also count their examples.
+        "train/num_examples": sums.get("num_examples", sums["count"]),
+        **({"train/num_tokens": sums["count"]} if "num_examples" in sums else {}),
         "train/num_batches": sums["num_batches"],
         "broadcast_bits": broadcast_bits,
         **measurements,
@@ -345,6 +347,8 @@ def fed_avg(model: Model, client_optimizer: optax.GradientTransformation,
     broadcast_bits = int(metrics.pop("broadcast_bits"))
     out = {k: float(v) if np.ndim(v) == 0 else np.asarray(v) for k, v in metrics.items()}
     out["train/num_examples"] = int(out["train/num_examples"])
+    if "train/num_tokens" in out:
+      out["train/num_tokens"] = int(out["train/num_tokens"])
     out["train/num_batches"] = int(out["train/num_batches"])
     clients = batch.num_clients
     metric_bits = TFF_METRIC_BITS if bit_accounting == "tff" else metrics_payload_bits

@@ -1,19 +1,93 @@
-"""The functional model the library trains, and adapters from Flax modules."""
+"""The functional model the library trains, its task (loss and metrics), and adapters
+from Flax modules."""
 
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
 from flax import linen, nnx
+
+from fedjax_compress.data.text import TokenIds
 
 Params = Any
 State = Any  # a model's state: a pytree of arrays (e.g. BatchNorm's running statistics)
 
 # Linen collections that are not model state: `sow`'s debugging output.
 _NOT_STATE = ("params", "intermediates")
+
+
+class Task(NamedTuple):
+  """What a model's outputs are scored by: its training loss and evaluation metrics.
+
+  Every function takes `(logits, y, mask)` for one batch: `mask` [b] marks real
+  examples (False: padding of the round's fixed shapes).
+
+  Attributes:
+    name: "classification" or "sequence", for messages.
+    loss: `loss(logits, y, mask) -> scalar`, the mean loss of the scored predictions
+      (0 when none is scored); what clients differentiate.
+    metric_sums: `metric_sums(logits, y, mask) -> {key: float32 scalar}`, sums that add
+      across batches and clients. Always `loss_sum`, `correct` and `count` (the scored
+      predictions: examples for classification, non-pad tokens for sequences), so that
+      the round's train/loss and train/accuracy are `loss_sum / count` and
+      `correct / count`. A key `num_examples`, when present, is the client's weight in
+      the average (otherwise `count` is).
+    summarize: `summarize(totals) -> {metric name: float}`, the reported metrics from
+      summed `metric_sums` (plain Python floats).
+    num_scored: `num_scored(y, mask) -> scalar`, the number of predictions `loss`
+      averages (`loss * num_scored` is the batch's loss sum, as FedSGD needs).
+    tokens: the special ids of a sequence task; None for classification.
+  """
+  name: str
+  loss: Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
+  metric_sums: Callable[[jax.Array, jax.Array, jax.Array], dict[str, jax.Array]]
+  summarize: Callable[[Mapping[str, float]], dict[str, float]]
+  num_scored: Callable[[jax.Array, jax.Array], jax.Array]
+  tokens: TokenIds | None = None
+
+
+# --- classification ----------------------------------------------------------------
+
+def masked_loss(logits: jax.Array, labels: jax.Array, mask: jax.Array) -> jax.Array:
+  """Mean cross-entropy over the unmasked examples (0 for an all-masked batch)."""
+  losses = cross_entropy(logits, labels)
+  count = jnp.sum(mask)
+  return jnp.sum(jnp.where(mask, losses, 0.0)) / jnp.maximum(count, 1)
+
+
+def masked_metric_sums(logits: jax.Array, labels: jax.Array,
+                       mask: jax.Array) -> dict[str, jax.Array]:
+  """Sums that average correctly across batches and clients: loss, correct, count."""
+  losses = cross_entropy(logits, labels)
+  correct = jnp.argmax(logits, axis=-1) == labels
+  return {
+      "loss_sum": jnp.sum(jnp.where(mask, losses, 0.0)),
+      "correct": jnp.sum(mask & correct).astype(jnp.float32),
+      "count": jnp.sum(mask).astype(jnp.float32),
+  }
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  """Per-prediction cross-entropy: logits [..., V], integer labels [...] -> [...]."""
+  log_probs = jax.nn.log_softmax(logits.astype(jnp.float32))
+  return -jnp.take_along_axis(log_probs, labels[..., None], axis=-1)[..., 0]
+
+
+def _ratio(total: float, count: float) -> float:
+  return total / max(count, 1.0)
+
+
+def _summarize_classification(totals: Mapping[str, float]) -> dict[str, float]:
+  return {"loss": _ratio(totals["loss_sum"], totals["count"]),
+          "accuracy": _ratio(totals["correct"], totals["count"]),
+          "num_examples": totals["count"]}
+
+
+CLASSIFICATION = Task("classification", masked_loss, masked_metric_sums,
+                      _summarize_classification, lambda y, mask: jnp.sum(mask))
 
 
 class Model(NamedTuple):
@@ -40,6 +114,8 @@ class Model(NamedTuple):
       (logits, new_state)`. With `train=True` the new state is the state updated by
       the batch (BatchNorm's running averages); with `train=False` the state is only
       read (running averages used) and returned as given. None for a stateless model.
+    task: the loss and metrics of its outputs; by default `CLASSIFICATION` (labels
+      [b], one logit vector per example). Language models carry a `sequence_task`.
   """
   init: Callable[[jax.Array], Params]
   apply: Callable[..., jax.Array]
@@ -47,6 +123,7 @@ class Model(NamedTuple):
   num_classes: int
   init_state: Callable[[jax.Array], State] | None = None
   apply_with_state: Callable[..., tuple[jax.Array, State]] | None = None
+  task: Task = CLASSIFICATION
 
 
 def is_stateful(model: Model) -> bool:
@@ -193,25 +270,14 @@ def num_parameters(params: Params) -> int:
   return sum(int(p.size) for p in jax.tree.leaves(params))
 
 
-def masked_loss(logits: jax.Array, labels: jax.Array, mask: jax.Array) -> jax.Array:
-  """Mean cross-entropy over the unmasked examples (0 for an all-masked batch)."""
-  losses = _cross_entropy(logits, labels)
-  count = jnp.sum(mask)
-  return jnp.sum(jnp.where(mask, losses, 0.0)) / jnp.maximum(count, 1)
-
-
-def masked_metric_sums(logits: jax.Array, labels: jax.Array,
-                       mask: jax.Array) -> dict[str, jax.Array]:
-  """Sums that average correctly across batches and clients: loss, correct, count."""
-  losses = _cross_entropy(logits, labels)
-  correct = jnp.argmax(logits, axis=-1) == labels
-  return {
-      "loss_sum": jnp.sum(jnp.where(mask, losses, 0.0)),
-      "correct": jnp.sum(mask & correct).astype(jnp.float32),
-      "count": jnp.sum(mask).astype(jnp.float32),
-  }
-
-
-def _cross_entropy(logits, labels):
-  log_probs = jax.nn.log_softmax(logits.astype(jnp.float32))
-  return -jnp.take_along_axis(log_probs, labels[..., None], axis=-1)[..., 0]
+def check_task(model: Model, tokens: TokenIds | None) -> None:
+  """Raises `ValueError` unless the model's task fits data with special ids `tokens`
+  (`FederatedData.tokens`: None for image data)."""
+  have = model.task.tokens
+  if tokens is None and have is not None:
+    raise ValueError("this is a language model (sequence task) but the data are not token "
+                     "sequences: pick a classification model for this dataset.")
+  if tokens is not None and have != tokens:
+    raise ValueError(f"the data's token ids {tokens} differ from the model's "
+                     f"{have or '(classification model)'}: use a language model, with "
+                     f"model._replace(task=sequence_task(data.tokens)) if its ids differ.")

@@ -3,7 +3,9 @@
 Clients round their (scaled) updates to integers (`rounding`), add integer noise shares
 (`samplers`: the discrete Gaussian, the Skellam distribution), and send the result as
 elements of Z_{2^b} (`modular`), which a secure aggregation protocol can sum without the
-server seeing any one update.
+server seeing any one update. `distributed` chains them into the DDG and Skellam
+aggregators; `plan` resolves a run's noise, scale and bits and accounts it. See
+docs/privacy.md.
 """
 
 from fedjax_compress.privacy.modular import (ModularPartial, container_dtype, modular_add,
@@ -15,6 +17,8 @@ from fedjax_compress.privacy.samplers import (discrete_gaussian, discrete_gaussi
                                               skellam)
 from fedjax_compress.privacy.calibration import (bits_for_modular_sum, gamma_for_bits,
                                                  max_abs_coordinate)
+from fedjax_compress.privacy.plan import DpPlan, make_plan
+from fedjax_compress.privacy.distributed import distributed_dp
 
 # accounting.py imports dp-accounting, which takes about a second (SciPy's signal
 # module), so its names are loaded on first use rather than with the package.

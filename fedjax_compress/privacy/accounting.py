@@ -75,7 +75,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import dp_accounting
 import numpy as np
@@ -379,8 +379,9 @@ def epsilons_by_round(params: DpParams, delta: float, accountant: str = "rdp") -
 def noise_multiplier_for_epsilon(target_epsilon: float, delta: float, *, clients_per_round: int,
                                  num_clients: int, rounds: int, mechanism: str = "gaussian",
                                  accountant: str = "rdp", clip_norm: float | None = None,
-                                 gamma: float | None = None, dim: int | None = None,
-                                 beta: float = DEFAULT_BETA, tol: float = 1e-4) -> float:
+                                 gamma: float | Callable[[float], float] | None = None,
+                                 dim: int | None = None, beta: float = DEFAULT_BETA,
+                                 tol: float = 1e-4) -> float:
   """The smallest noise multiplier (within `tol`) whose epsilon at `delta` is <= the target.
 
   Calibrated before a run by `dp_accounting.mechanism_calibration.calibrate_dp_mechanism`
@@ -388,24 +389,28 @@ def noise_multiplier_for_epsilon(target_epsilon: float, delta: float, *, clients
   The bracket is found here by doubling from z = 1 with the same accountant; for DDG the
   search starts at the least z Proposition 14 allows. Raises ValueError, naming the
   argument, for bad inputs, and when no z in [1e-3, 1e4] (or DDG's least) brackets it.
+
+  `gamma` may be a function of z (the scale that fits a bit width shrinks as the noise
+  grows: `plan.make_plan`); each z tried is then accounted with its own gamma.
   """
   owner = "noise_multiplier_for_epsilon"
   target = check.real(owner, "target_epsilon", target_epsilon, 0.0, lo_open=True)
   delta = _check_delta(owner, delta)
   tol = check.real(owner, "tol", tol, 0.0, lo_open=True)
+  gamma_of = gamma if callable(gamma) else lambda z: gamma
   mechanism, _, _ = _check_mechanism(owner, mechanism, 1.0, clients_per_round, clip_norm,
-                                     gamma, dim, beta)
+                                     gamma_of(1.0), dim, beta)
   lowest = 1e-3
   if mechanism == "ddg":  # Proposition 14 needs sigma >= 1/2.
-    lowest = max(lowest, 0.5 * math.sqrt(clients_per_round) / (clip_norm * gamma) * (1 + 1e-9))
+    lowest = max(lowest, _least_ddg_noise(gamma_of, clip_norm, clients_per_round))
   start = max(lowest, 1.0)
-  probe = DpParams(mechanism, start, clients_per_round, num_clients, rounds, clip_norm, gamma,
-                   dim, beta)
+  probe = DpParams(mechanism, start, clients_per_round, num_clients, rounds, clip_norm,
+                   gamma_of(start), dim, beta)
   _check_params(owner, probe, accountant)
 
   def event(z: float) -> dp_accounting.DpEvent:
-    z_eff = _effective(owner, mechanism, float(z), clients_per_round, clip_norm, gamma, dim,
-                       beta)
+    z_eff = _effective(owner, mechanism, float(z), clients_per_round, clip_norm,
+                       gamma_of(float(z)), dim, beta)
     return dp_accounting.SelfComposedDpEvent(
         _round_event(z_eff, clients_per_round, num_clients, accountant), rounds)
 
@@ -432,3 +437,25 @@ def noise_multiplier_for_epsilon(target_epsilon: float, delta: float, *, clients
   return float(mechanism_calibration.calibrate_dp_mechanism(
       fresh, event, target, delta,
       mechanism_calibration.ExplicitBracketInterval(lo, hi), tol=tol))
+
+
+def _least_ddg_noise(gamma_of: Callable[[float], float], clip_norm: float,
+                     clients: int) -> float:
+  """The least z with each client's sigma = z C gamma(z) / sqrt(n) >= 1/2 (Proposition 14).
+
+  sigma grows with z (gamma(z) shrinks, but z gamma(z) grows), so bisection finds it.
+  """
+  def sigma(z: float) -> float:
+    return z * clip_norm * gamma_of(z) / math.sqrt(clients)
+  lo, hi = 0.0, 1e-3
+  while sigma(hi) < 0.5:
+    if hi >= 1e4:
+      raise ValueError("noise_multiplier_for_epsilon: no noise multiplier <= 1e4 gives DDG's "
+                       "clients a discrete Gaussian sigma >= 1/2: raise the bits.")
+    lo, hi = hi, 2 * hi
+  if lo == 0.0:
+    return 0.0
+  for _ in range(60):
+    mid = (lo + hi) / 2
+    lo, hi = (lo, mid) if sigma(mid) >= 0.5 else (mid, hi)
+  return hi
