@@ -1,12 +1,12 @@
 # Two commands set up everything on a fresh machine (Python 3.11+):
 #   make demo   -- the default experiment on the embedded offline dataset
-#   make test   -- the test suite (make quick: the fast tests only, no `slow` marker)
+#   make test   -- lint (ruff.toml), then the test suite (make quick: the fast tests only)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 WORKDIR ?= runs/demo
 
-.PHONY: demo test quick install benchmark
+.PHONY: demo test quick lint install benchmark
 
 $(VENV)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +19,10 @@ install: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(PY) -m experiments.main --config=configs/default.py --workdir=$(WORKDIR)
 
-test: $(VENV)/.installed
+lint: $(VENV)/.installed
+	$(PY) -m ruff check .
+
+test: lint
 	$(PY) -m pytest tests -q -n 2 --durations=10
 
 quick: $(VENV)/.installed

@@ -37,7 +37,7 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=8,<10", "pytest-xdist>=3.5,<4", "hypothesis>=6.100,<7",
-                 "scipy>=1.12,<2",
+                 "scipy>=1.12,<2", "ruff>=0.17,<0.18",  # `make test` lints first
                  # tests/test_tfds.py, test_plot.py, test_notebook.py (run the notebook)
                  "tensorflow-datasets>=4.9.4,<5", "matplotlib>=3.8,<4",
                  "nbclient>=0.10,<0.12", "nbformat>=5.10,<6", "ipykernel>=6.29,<8"],

@@ -149,8 +149,8 @@ def _row(r: dict) -> str:
 def main(argv):
   del argv
   cli.check_json_path(FLAGS.json)
-  print(f"| input | target eps | mechanism | bits | epsilon | z | mse | time / note |\n"
-        f"|---|---|---|---|---|---|---|---|")
+  print("| input | target eps | mechanism | bits | epsilon | z | mse | time / note |\n"
+        "|---|---|---|---|---|---|---|---|")
   records = run()
   cli.write_json(FLAGS.json, {"platform": jax.default_backend(), "records": records})
 

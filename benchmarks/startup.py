@@ -78,7 +78,7 @@ def child_env() -> dict[str, str]:
 
 
 def _last_line(text: str) -> str:
-  lines = [l for l in text.splitlines() if l.strip()]
+  lines = [line for line in text.splitlines() if line.strip()]
   return _one_line(lines[-1])[:300] if lines else "(no output)"
 
 

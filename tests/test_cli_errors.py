@@ -166,7 +166,7 @@ def test_there_are_at_least_30_bad_invocations():
 def test_a_bad_invocation_is_one_error_line(outcomes, name):
   results, _, _, _ = outcomes
   result = results[name]
-  lines = [l for l in result.stderr.splitlines() if l.strip()]
+  lines = [line for line in result.stderr.splitlines() if line.strip()]
   assert result.returncode != 0, result.stdout
   assert "Traceback" not in result.stderr + result.stdout
   assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr

@@ -195,14 +195,14 @@ def test_curves_are_labelled_and_axes_named(runs):
   assert labels == {"FedAvg, train", "FedAvg, eval", "8-bit, train", "8-bit, eval"}
   # unit="auto": Mibit below 10 Gibit (12 rounds x 507.62 Mibit here).
   assert axes[2].get_xlabel() == "cumulative uplink (aggregated_bits, Mibit)"
-  eval_line = next(l for l in axes[3].get_lines() if l.get_label() == "FedAvg, eval")
+  eval_line = next(line for line in axes[3].get_lines() if line.get_label() == "FedAvg, eval")
   assert list(eval_line.get_xdata()) == pytest.approx(
       [r * 532_280_000 / 2**20 for r in (4, 8, 12)])
   fig = plot.plot_workdirs(runs, unit="Gibit")
   assert fig.get_axes()[3].get_xlabel().endswith("Gibit)")
   # Default labels: the workdirs' names.
   fig = plot.plot_workdirs(runs, bits="broadcasted_bits")
-  assert {l.get_label() for l in fig.get_axes()[0].get_lines()} >= {"fedavg, train",
+  assert {line.get_label() for line in fig.get_axes()[0].get_lines()} >= {"fedavg, train",
                                                                     "compressed, eval"}
 
 

@@ -35,8 +35,8 @@ def _flags():
 
 def _metrics(workdir):
   lines = (Path(workdir) / "metrics.jsonl").read_text().splitlines()
-  return [{k: v for k, v in json.loads(l).items() if k not in train.DIAGNOSTIC_KEYS}
-          for l in lines]
+  return [{k: v for k, v in json.loads(line).items() if k not in train.DIAGNOSTIC_KEYS}
+          for line in lines]
 
 
 @pytest.fixture(scope="module")

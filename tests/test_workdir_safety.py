@@ -136,7 +136,7 @@ def test_ctrl_c_says_where_the_run_resumes_and_exits_130(tmp_path):
   _, stderr = process.communicate(timeout=120)
   assert process.returncode == 130, stderr
   assert "Traceback" not in stderr
-  lines = [l for l in stderr.splitlines() if l.strip()]
+  lines = [line for line in stderr.splitlines() if line.strip()]
   assert len(lines) == 1 and lines[0].startswith("interrupted: ")
   resumed_after = int(lines[0].split("after round ")[1].split(",")[0])
   assert resumed_after >= 3

@@ -46,7 +46,7 @@ import tarfile
 import threading
 import zlib
 from pathlib import Path
-from typing import Callable, Iterator, Mapping, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 

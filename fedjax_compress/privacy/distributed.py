@@ -40,7 +40,6 @@ import jax
 import jax.numpy as jnp
 
 from fedjax_compress.aggregators.core import (Aggregator, Clients, set_clients, with_bits)
-from fedjax_compress.aggregators.robust import global_norm
 from fedjax_compress.aggregators.rotation import hadamard
 from fedjax_compress.aggregators.stages import Encoded
 from fedjax_compress.privacy.modular import modular_sum

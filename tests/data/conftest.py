@@ -14,8 +14,8 @@ _ROOT = str(Path(__file__).resolve().parents[2])
 if _ROOT not in sys.path:
   sys.path.insert(0, _ROOT)
 
-from fedjax_compress.data import download, tff_emnist
-from tests.data import fixtures
+from fedjax_compress.data import download, tff_emnist  # noqa: E402 (after the path)
+from tests.data import fixtures  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
