@@ -27,6 +27,7 @@ width, a Skellam mean above the sampler's range.
 
 from __future__ import annotations
 
+import os
 import time
 
 import jax
@@ -149,6 +150,15 @@ def _row(r: dict) -> str:
 def main(argv):
   del argv
   cli.check_json_path(FLAGS.json)
+  if FLAGS.deltas and not os.path.isfile(FLAGS.deltas):
+    raise SystemExit(f"error: --deltas={FLAGS.deltas}: no such file; capture it with "
+                     f"python -m benchmarks.dme --deltas={FLAGS.deltas}.")
+  for name in ("epsilons", "bits"):
+    try:
+      [float(v) for v in getattr(FLAGS, name)]
+    except ValueError:
+      raise SystemExit(f"error: --{name}={','.join(getattr(FLAGS, name))}: give numbers "
+                       f"separated by commas.") from None
   print("| input | target eps | mechanism | bits | epsilon | z | mse | time / note |\n"
         "|---|---|---|---|---|---|---|---|")
   records = run()

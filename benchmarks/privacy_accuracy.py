@@ -23,7 +23,6 @@ benchmarks/RESULTS.md "Private mean estimation" for wider widths).
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
@@ -32,7 +31,9 @@ import numpy as np
 from absl import app, flags
 
 from benchmarks import cli
+from experiments import workdir as workdir_lib
 from experiments.build import ConfigError
+from fedjax_compress.data import DataError
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Folder of the runs (one subfolder per variant and seed).")
@@ -79,11 +80,9 @@ def run_one(name: str, aggregator: str, seed: int) -> dict:
   """The final record of one run (run now, or read back when finished)."""
   from experiments import train  # pylint: disable=import-outside-toplevel
   workdir = os.path.join(FLAGS.workdir, name, f"seed{seed}")
-  metrics = Path(workdir) / "metrics.jsonl"
-  if metrics.exists():
-    records = [json.loads(line) for line in metrics.read_text().splitlines() if line]
-    if records and records[-1]["round"] == FLAGS.rounds:
-      return records[-1]
+  records, _ = workdir_lib.complete_records(Path(workdir) / workdir_lib.METRICS_FILE)
+  if records and records[-1]["round"] == FLAGS.rounds:
+    return records[-1]
   os.makedirs(workdir, exist_ok=True)
   return train.train_and_evaluate(config_for(aggregator, seed), workdir)[-1]
 
@@ -100,6 +99,8 @@ def run() -> list[dict]:
   for name, aggregator, target in chosen:
     try:
       finals = [run_one(name, aggregator, int(s)) for s in FLAGS.seeds]
+    except DataError as e:
+      raise SystemExit(f"error: {e}") from None
     except ConfigError as e:  # e.g. a target out of reach at this bit width
       rows.append({"variant": name, "aggregator": aggregator, "target_epsilon": target,
                    "error": str(e)})
