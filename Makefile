@@ -1,6 +1,6 @@
 # Two commands set up everything on a fresh machine (Python 3.11+):
 #   make demo   -- the default experiment on the embedded offline dataset
-#   make test   -- lint (ruff.toml), then the test suite (make quick: the fast tests only)
+#   make test   -- lint (ruff, mypy), then the test suite (make quick: the fast tests only)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -21,6 +21,8 @@ demo: $(VENV)/.installed
 
 lint: $(VENV)/.installed
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
 
 test: lint
 	$(PY) -m pytest tests -q -n 2 --durations=10
@@ -28,5 +30,8 @@ test: lint
 quick: $(VENV)/.installed
 	$(PY) -m pytest tests -q -n 2 -m "not slow"
 
+# The seed workload's round against the plain loop; the JSON goes where BENCH_JSON says.
+BENCH_JSON ?= runs/benchmarks/round_speed.json
 benchmark: $(VENV)/.installed
-	$(PY) -m benchmarks.round_speed --json=benchmarks/round_speed.json
+	mkdir -p $(dir $(BENCH_JSON))
+	$(PY) -m benchmarks.round_speed --json=$(BENCH_JSON)

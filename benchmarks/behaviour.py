@@ -26,24 +26,33 @@ REFERENCE = REPO / "benchmarks" / "reference"
 TIMING = ("round_seconds", "compiles")
 LEAF = "--config.data.name=leaf"
 RUNS = {
-    "default": ["--config=configs/default.py"],
-    "fedavg": ["--config=configs/emnist_fedavg.py", LEAF, "--config.rounds=3"],
-    "comp": ["--config=configs/emnist_compression.py", LEAF, "--config.rounds=3"],
-    "comp_tff": ["--config=configs/emnist_compression.py", LEAF, "--config.rounds=2",
-                 "--config.bit_accounting=tff"],
+  "default": ["--config=configs/default.py"],
+  "fedavg": ["--config=configs/emnist_fedavg.py", LEAF, "--config.rounds=3"],
+  "comp": ["--config=configs/emnist_compression.py", LEAF, "--config.rounds=3"],
+  "comp_tff": [
+    "--config=configs/emnist_compression.py",
+    LEAF,
+    "--config.rounds=2",
+    "--config.bit_accounting=tff",
+  ],
 }
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("runs", list(RUNS), f"Runs to compare: {list(RUNS)}.")
-flags.DEFINE_string("leaf_dir", str(REPO.parent / "shared" / "data" / "femnist_leaf_niid05"),
-                    "LEAF FEMNIST folder for the seed runs.")
+flags.DEFINE_string(
+  "leaf_dir",
+  str(REPO.parent / "shared" / "data" / "femnist_leaf_niid05"),
+  "LEAF FEMNIST folder for the seed runs.",
+)
 flags.DEFINE_string("json", None, "Write the comparison here.")
 
 
 def records(path: Path) -> list[dict]:
   """A metrics.jsonl without its timing fields."""
-  return [{k: v for k, v in json.loads(line).items() if k not in TIMING}
-          for line in path.read_text().splitlines()]
+  return [
+    {k: v for k, v in json.loads(line).items() if k not in TIMING}
+    for line in path.read_text().splitlines()
+  ]
 
 
 def first_difference(before: list[dict], after: list[dict]) -> str:
@@ -64,12 +73,17 @@ def compare(name: str, workdir: Path) -> dict:
     if not Path(FLAGS.leaf_dir).is_dir():
       return {"run": name, "result": f"skipped: no LEAF data at {FLAGS.leaf_dir}"}
     arguments.append(f"--config.data.data_dir={FLAGS.leaf_dir}")
-  done = subprocess.run([sys.executable, "-m", "experiments.main", f"--workdir={workdir}",
-                         *arguments], cwd=REPO, capture_output=True, text=True)
+  done = subprocess.run(
+    [sys.executable, "-m", "experiments.main", f"--workdir={workdir}", *arguments],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+  )
   if done.returncode:
     return {"run": name, "result": f"failed: {done.stderr.strip()[-300:]}"}
-  difference = first_difference(records(REFERENCE / f"{name}.jsonl"),
-                                records(workdir / "metrics.jsonl"))
+  difference = first_difference(
+    records(REFERENCE / f"{name}.jsonl"), records(workdir / "metrics.jsonl")
+  )
   return {"run": name, "result": f"different: {difference}" if difference else "identical"}
 
 
@@ -93,4 +107,5 @@ def main(argv):
 
 if __name__ == "__main__":
   from experiments import cli  # pylint: disable=import-outside-toplevel
+
   app.run(main, flags_parser=cli.flags_parser([]))

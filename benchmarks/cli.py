@@ -9,10 +9,11 @@ from pathlib import Path
 from fedjax_compress import models
 
 
-def check_json_path(path: str | None) -> None:
-  """Exits, before any run, if `--json`'s folder does not exist."""
+def check_json_path(path: str | None, flag: str = "json") -> None:
+  """Exits, before any run, if the folder of an output flag (`--json`, `--png`, ...) does
+  not exist. Benchmarks write files only where such a flag tells them."""
   if path and not Path(path).resolve().parent.is_dir():
-    raise SystemExit(f"error: --json={path}: its folder does not exist; create it first.")
+    raise SystemExit(f"error: --{flag}={path}: its folder does not exist; create it first.")
 
 
 def check_model_names(names: list[str], flag: str = "models") -> None:

@@ -50,8 +50,12 @@ flags.DEFINE_float("delta", 1e-5, "delta of the guarantee.")
 flags.DEFINE_float("clip_norm", 1.0, "L2 clip of each client's vector.")
 flags.DEFINE_integer("trials", 2, "Independent trials per configuration.")
 flags.DEFINE_string("deltas", None, "FEMNIST client deltas (.npz from benchmarks.dme).")
-flags.DEFINE_integer("skellam_max_bits", 16, "Skip Skellam above this width: its sampler's "
-                     "cost grows with its mean, 4x a bit (recorded as skipped).")
+flags.DEFINE_integer(
+  "skellam_max_bits",
+  16,
+  "Skip Skellam above this width: its sampler's "
+  "cost grows with its mean, 4x a bit (recorded as skipped).",
+)
 
 MECHANISMS = ("central_gaussian", "ddg", "skellam")
 
@@ -67,10 +71,12 @@ def clipped(x: np.ndarray, clip_norm: float) -> np.ndarray:
 
 def build(mechanism: str, bits: int | None, epsilon: float, n: int):
   """The aggregator, calibrated to `epsilon` for one round of all n clients."""
-  common = dict(clip_norm=FLAGS.clip_norm, target_epsilon=epsilon, delta=FLAGS.delta,
-                num_clients=n, rounds=1)
+  common = dict(
+    clip_norm=FLAGS.clip_norm, target_epsilon=epsilon, delta=FLAGS.delta, num_clients=n, rounds=1
+  )
   if mechanism == "central_gaussian":
     return dp_aggregator(None, n, zeroing=False, **common)
+  assert bits is not None  # the distributed mechanisms' width
   return distributed_dp(mechanism, bits=bits, clients_per_round=n, **common)
 
 
@@ -87,19 +93,26 @@ def measure(mechanism: str, bits: int | None, epsilon: float, x: np.ndarray, tri
   inputs_clipped = clipped(x, FLAGS.clip_norm)
   true_mean = inputs_clipped.mean(axis=0)
   scale = float(np.mean(np.sum(inputs_clipped**2, axis=1)))  # mean ||x_i||^2
-  apply = jax.jit(lambda key: aggregator.apply(aggregator.init(template), updates,
-                                               jnp.ones(n), key))
+  apply = jax.jit(
+    lambda key: aggregator.apply(aggregator.init(template), updates, jnp.ones(n), key)
+  )
   errors, seconds = [], []
   for t in range(trials):
     start = time.perf_counter()
     mean, _, measurements = jax.block_until_ready(apply(jax.random.key(t)))
     seconds.append(time.perf_counter() - start)
-    errors.append(float(np.sum((np.asarray(mean["x"]) - true_mean)**2) / scale))
+    errors.append(float(np.sum((np.asarray(mean["x"]) - true_mean) ** 2) / scale))
   uplink = int(np.asarray(measurements["uplink_bits"])[0])
-  return {"epsilon": float(plan.epsilons()[-1]), "noise_multiplier": plan.noise_multiplier,
-          "gamma": plan.gamma, "mse": float(np.mean(errors)), "mse_trials": errors,
-          "uplink_bits_per_client": uplink, "bits_per_coordinate": uplink / d,
-          "seconds": float(np.median(seconds[1:] or seconds))}
+  return {
+    "epsilon": float(plan.epsilons()[-1]),
+    "noise_multiplier": plan.noise_multiplier,
+    "gamma": plan.gamma,
+    "mse": float(np.mean(errors)),
+    "mse_trials": errors,
+    "uplink_bits_per_client": uplink,
+    "bits_per_coordinate": uplink / d,
+    "seconds": float(np.median(seconds[1:] or seconds)),
+  }
 
 
 def inputs() -> list[tuple[str, np.ndarray]]:
@@ -109,8 +122,10 @@ def inputs() -> list[tuple[str, np.ndarray]]:
   if FLAGS.deltas:
     deltas = np.load(FLAGS.deltas)["deltas"]
     if deltas.shape[0] < n:
-      raise SystemExit(f"error: --deltas={FLAGS.deltas} holds {deltas.shape[0]} clients, fewer "
-                       f"than --clients={n}: capture more or lower --clients.")
+      raise SystemExit(
+        f"error: --deltas={FLAGS.deltas} holds {deltas.shape[0]} clients, fewer "
+        f"than --clients={n}: capture more or lower --clients."
+      )
     out.append(("femnist", deltas[:n].astype(np.float32)))
   return out
 
@@ -124,43 +139,55 @@ def run() -> list[dict]:
   records = []
   for name, x in inputs():
     for epsilon in epsilons:
-      configs = [("central_gaussian", None)] + [(m, b) for m in ("ddg", "skellam")
-                                                for b in widths]
+      configs = [("central_gaussian", None)] + [(m, b) for m in ("ddg", "skellam") for b in widths]
       for mechanism, bits in configs:
         if mechanism == "skellam" and bits > FLAGS.skellam_max_bits:
           continue
-        record = {"input": name, "mechanism": mechanism,
-                  "bits": 32 if bits is None else bits, "clients": x.shape[0],
-                  "dim": x.shape[1], "target_epsilon": epsilon, "delta": FLAGS.delta,
-                  "clip_norm": FLAGS.clip_norm, "trials": trials,
-                  **measure(mechanism, bits, epsilon, x, trials)}
+        record = {
+          "input": name,
+          "mechanism": mechanism,
+          "bits": 32 if bits is None else bits,
+          "clients": x.shape[0],
+          "dim": x.shape[1],
+          "target_epsilon": epsilon,
+          "delta": FLAGS.delta,
+          "clip_norm": FLAGS.clip_norm,
+          "trials": trials,
+          **measure(mechanism, bits, epsilon, x, trials),
+        }
         records.append(record)
         print(_row(record), flush=True)
   return records
 
 
 def _row(r: dict) -> str:
-  head = (f"| {r['input']} | {r['target_epsilon']:g} | {r['mechanism']} | {r['bits']} | ")
+  head = f"| {r['input']} | {r['target_epsilon']:g} | {r['mechanism']} | {r['bits']} | "
   if "error" in r:
     return head + f"- | - | - | {r['error'][:90]} |"
-  return head + (f"{r['epsilon']:.3f} | {r['noise_multiplier']:.4g} | {r['mse']:.4g} | "
-                 f"{r['seconds']:.2f} s |")
+  return head + (
+    f"{r['epsilon']:.3f} | {r['noise_multiplier']:.4g} | {r['mse']:.4g} | {r['seconds']:.2f} s |"
+  )
 
 
 def main(argv):
   del argv
   cli.check_json_path(FLAGS.json)
   if FLAGS.deltas and not os.path.isfile(FLAGS.deltas):
-    raise SystemExit(f"error: --deltas={FLAGS.deltas}: no such file; capture it with "
-                     f"python -m benchmarks.dme --deltas={FLAGS.deltas}.")
+    raise SystemExit(
+      f"error: --deltas={FLAGS.deltas}: no such file; capture it with "
+      f"python -m benchmarks.dme --deltas={FLAGS.deltas}."
+    )
   for name in ("epsilons", "bits"):
     try:
       [float(v) for v in getattr(FLAGS, name)]
     except ValueError:
-      raise SystemExit(f"error: --{name}={','.join(getattr(FLAGS, name))}: give numbers "
-                       f"separated by commas.") from None
-  print("| input | target eps | mechanism | bits | epsilon | z | mse | time / note |\n"
-        "|---|---|---|---|---|---|---|---|")
+      raise SystemExit(
+        f"error: --{name}={','.join(getattr(FLAGS, name))}: give numbers separated by commas."
+      ) from None
+  print(
+    "| input | target eps | mechanism | bits | epsilon | z | mse | time / note |\n"
+    "|---|---|---|---|---|---|---|---|"
+  )
   records = run()
   cli.write_json(FLAGS.json, {"platform": jax.default_backend(), "records": records})
 

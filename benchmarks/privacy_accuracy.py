@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from absl import app, flags
@@ -39,7 +40,9 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Folder of the runs (one subfolder per variant and seed).")
 flags.DEFINE_string("json", None, "Write the summary here.")
 flags.DEFINE_string("figure", None, "Draw accuracy against epsilon here (.png or .pdf).")
-flags.DEFINE_string("data_dir", None, "LEAF FEMNIST folder; default ../shared/data/femnist_leaf_niid05.")
+flags.DEFINE_string(
+  "data_dir", None, "LEAF FEMNIST folder; default ../shared/data/femnist_leaf_niid05."
+)
 flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds of every variant.")
 flags.DEFINE_integer("rounds", 50, "Rounds of every run.")
 flags.DEFINE_float("clip_norm", 0.3, "L2 clip of each client's update.")
@@ -48,26 +51,40 @@ flags.DEFINE_list("variants", None, "Run only these variant names (default: all)
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "femnist_leaf_niid05"
 EPSILONS = (15.0, 100.0, 1000.0)
 # (name, aggregator component, target epsilon or None) of every variant.
-VARIANTS = [("float32", "mean(weighted=False)", None)]
+VARIANTS: list[tuple[str, str, float | None]] = [("float32", "mean(weighted=False)", None)]
 for _eps in EPSILONS:
   VARIANTS.append((f"gaussian_eps{_eps:g}", f"dp(target_epsilon={_eps})", _eps))
   for _mechanism, _bits in (("ddg", 12), ("ddg", 16), ("skellam", 12)):
-    VARIANTS.append((f"{_mechanism}{_bits}_eps{_eps:g}",
-                     f"{_mechanism}(bits={_bits}, target_epsilon={_eps})", _eps))
+    VARIANTS.append(
+      (
+        f"{_mechanism}{_bits}_eps{_eps:g}",
+        f"{_mechanism}(bits={_bits}, target_epsilon={_eps})",
+        _eps,
+      )
+    )
 
 
 def config_for(aggregator: str, seed: int):
   """The study's config for one variant and seed."""
   from experiments import overrides  # pylint: disable=import-outside-toplevel
-  settings = [("data", "leaf(only_digits=True)"),
-              ("data.data_dir", FLAGS.data_dir or str(DEFAULT_DATA)),
-              ("model", "mlp"), ("rounds", str(FLAGS.rounds)), ("clients_per_round", "10"),
-              ("batch_size", "10"), ("epochs", "5"),
-              ("client_optimizer", "sgd(learning_rate=0.02)"),
-              ("server_optimizer", "sgd(learning_rate=1.0)"),
-              ("client_weighting", "uniform"), ("aggregator", aggregator),
-              ("eval_every", str(FLAGS.rounds)), ("log_every", str(FLAGS.rounds)),
-              ("checkpoint_every", "0"), ("seed", str(seed))]
+
+  settings = [
+    ("data", "leaf(only_digits=True)"),
+    ("data.data_dir", FLAGS.data_dir or str(DEFAULT_DATA)),
+    ("model", "mlp"),
+    ("rounds", str(FLAGS.rounds)),
+    ("clients_per_round", "10"),
+    ("batch_size", "10"),
+    ("epochs", "5"),
+    ("client_optimizer", "sgd(learning_rate=0.02)"),
+    ("server_optimizer", "sgd(learning_rate=1.0)"),
+    ("client_weighting", "uniform"),
+    ("aggregator", aggregator),
+    ("eval_every", str(FLAGS.rounds)),
+    ("log_every", str(FLAGS.rounds)),
+    ("checkpoint_every", "0"),
+    ("seed", str(seed)),
+  ]
   config = overrides.load("configs/default.py", [])
   for key, value in settings:
     overrides.apply(config, key, value)
@@ -79,6 +96,7 @@ def config_for(aggregator: str, seed: int):
 def run_one(name: str, aggregator: str, seed: int) -> dict:
   """The final record of one run (run now, or read back when finished)."""
   from experiments import train  # pylint: disable=import-outside-toplevel
+
   workdir = os.path.join(FLAGS.workdir, name, f"seed{seed}")
   records, _ = workdir_lib.complete_records(Path(workdir) / workdir_lib.METRICS_FILE)
   if records and records[-1]["round"] == FLAGS.rounds:
@@ -95,23 +113,30 @@ def summary(values: list[float]) -> dict:
 
 def run() -> list[dict]:
   chosen = [v for v in VARIANTS if not FLAGS.variants or v[0] in FLAGS.variants]
-  rows = []
+  rows: list[dict[str, Any]] = []
   for name, aggregator, target in chosen:
     try:
       finals = [run_one(name, aggregator, int(s)) for s in FLAGS.seeds]
     except DataError as e:
       raise SystemExit(f"error: {e}") from None
     except ConfigError as e:  # e.g. a target out of reach at this bit width
-      rows.append({"variant": name, "aggregator": aggregator, "target_epsilon": target,
-                   "error": str(e)})
+      rows.append(
+        {"variant": name, "aggregator": aggregator, "target_epsilon": target, "error": str(e)}
+      )
       print(f"| {name} | - | - | - | {e} |", flush=True)
       continue
     eps = [r.get("privacy/epsilon", math.inf) for r in finals]
-    rows.append({"variant": name, "aggregator": aggregator, "target_epsilon": target,
-                 "epsilon": float(np.max(eps)),
-                 "accuracy": summary([r["eval/accuracy"] for r in finals]),
-                 "uplink_mibit_per_client_round": finals[0]["round_update_bits"] / 10 / 2**20,
-                 "seconds_per_round": float(np.median([r["round_seconds"] for r in finals]))})
+    rows.append(
+      {
+        "variant": name,
+        "aggregator": aggregator,
+        "target_epsilon": target,
+        "epsilon": float(np.max(eps)),
+        "accuracy": summary([r["eval/accuracy"] for r in finals]),
+        "uplink_mibit_per_client_round": finals[0]["round_update_bits"] / 10 / 2**20,
+        "seconds_per_round": float(np.median([r["round_seconds"] for r in finals])),
+      }
+    )
     print(_row(rows[-1]), flush=True)
   return rows
 
@@ -119,15 +144,19 @@ def run() -> list[dict]:
 def _row(r: dict) -> str:
   acc = r["accuracy"]
   spread = f" ± {acc['std']:.4f}" if acc["std"] is not None else ""
-  return (f"| {r['variant']} | {r['epsilon']:.4g} | {acc['mean']:.4f}{spread} | "
-          f"{r['uplink_mibit_per_client_round']:.3f} | {r['seconds_per_round']:.2f} |")
+  return (
+    f"| {r['variant']} | {r['epsilon']:.4g} | {acc['mean']:.4f}{spread} | "
+    f"{r['uplink_mibit_per_client_round']:.3f} | {r['seconds_per_round']:.2f} |"
+  )
 
 
 def draw(rows: list[dict], path: str) -> None:
   rows = [r for r in rows if "error" not in r]
   import matplotlib  # pylint: disable=import-outside-toplevel
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+
   matplotlib.rcParams["pdf.fonttype"] = 42
   fig, ax = plt.subplots(figsize=(5.5, 3.6))
   groups: dict[str, list[dict]] = {}
@@ -156,11 +185,15 @@ def main(argv):
   if not FLAGS.workdir:
     raise SystemExit("error: --workdir is required: the folder the runs are written to.")
   cli.check_json_path(FLAGS.json)
-  print("| variant | epsilon | test accuracy | uplink Mibit/client/round | s/round |\n"
-        "|---|---|---|---|---|")
+  print(
+    "| variant | epsilon | test accuracy | uplink Mibit/client/round | s/round |\n"
+    "|---|---|---|---|---|"
+  )
   rows = run()
-  cli.write_json(FLAGS.json, {"rounds": FLAGS.rounds, "seeds": FLAGS.seeds,
-                              "clip_norm": FLAGS.clip_norm, "rows": rows})
+  cli.write_json(
+    FLAGS.json,
+    {"rounds": FLAGS.rounds, "seeds": FLAGS.seeds, "clip_norm": FLAGS.clip_norm, "rows": rows},
+  )
   if FLAGS.figure:
     draw(rows, FLAGS.figure)
 

@@ -44,14 +44,17 @@ REPO = Path(__file__).resolve().parent.parent
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("repo", str(REPO), "The checkout to time (its experiments.main).")
-flags.DEFINE_string("python", None, "Interpreter to run; default: REPO/.venv/bin/python if it "
-                    "exists, else this one.")
+flags.DEFINE_string(
+  "python", None, "Interpreter to run; default: REPO/.venv/bin/python if it exists, else this one."
+)
 flags.DEFINE_integer("repeats", 3, "Timed runs of each measure.", lower_bound=1)
 flags.DEFINE_integer("warmup", 1, "Untimed runs of each measure first.", lower_bound=0)
-flags.DEFINE_string("config", "configs/default.py", "The first_round run's config, relative "
-                    "to --repo.")
-flags.DEFINE_float("timeout", 900, "Seconds one process may run before it is stopped.",
-                   lower_bound=1)
+flags.DEFINE_string(
+  "config", "configs/default.py", "The first_round run's config, relative to --repo."
+)
+flags.DEFINE_float(
+  "timeout", 900, "Seconds one process may run before it is stopped.", lower_bound=1
+)
 flags.DEFINE_string("json", None, "Write the runs and the summary here.")
 
 MEASURES = ("help", "import", "first_round", "first_round_total")
@@ -104,8 +107,9 @@ def _load() -> float:
 def _run(cmd: list[str], repo: Path, timeout: float) -> tuple[float, subprocess.CompletedProcess]:
   start = time.perf_counter()
   try:
-    done = subprocess.run(cmd, cwd=repo, env=child_env(), capture_output=True, text=True,
-                          timeout=timeout)
+    done = subprocess.run(
+      cmd, cwd=repo, env=child_env(), capture_output=True, text=True, timeout=timeout
+    )
   except subprocess.TimeoutExpired:
     raise BenchError(f"{' '.join(cmd[1:])} ran past --timeout={timeout:g}s; raise --timeout.")
   return time.perf_counter() - start, done
@@ -116,24 +120,37 @@ def time_exit(cmd: list[str], repo: Path, timeout: float, ok_codes=(0,)) -> dict
   seconds, done = _run(cmd, repo, timeout)
   cpu = _children_cpu() - cpu
   if done.returncode not in ok_codes:
-    raise BenchError(f"`{' '.join(cmd[1:])}` in {repo} exited {done.returncode}: "
-                     f"{_last_line(done.stderr)}")
-  return {"seconds": seconds, "cpu_seconds": cpu, "exit_code": done.returncode,
-          "loadavg_1m": load}
+    raise BenchError(
+      f"`{' '.join(cmd[1:])}` in {repo} exited {done.returncode}: {_last_line(done.stderr)}"
+    )
+  return {"seconds": seconds, "cpu_seconds": cpu, "exit_code": done.returncode, "loadavg_1m": load}
 
 
-def time_first_round(python: str, repo: Path, config: str, workdir: Path,
-                     timeout: float) -> dict:
+def time_first_round(python: str, repo: Path, config: str, workdir: Path, timeout: float) -> dict:
   """Launch to the first `round ` line on stdout, and to the process's exit."""
-  cmd = [python, "-u", "-m", "experiments.main", f"--config={config}", f"--workdir={workdir}",
-         "--config.rounds=1"]
+  cmd = [
+    python,
+    "-u",
+    "-m",
+    "experiments.main",
+    f"--config={config}",
+    f"--workdir={workdir}",
+    "--config.rounds=1",
+  ]
   load, cpu_before = _load(), _children_cpu()
   with tempfile.TemporaryFile("w+") as err:
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=repo, env=child_env(), stdout=subprocess.PIPE, stderr=err,
-                            text=True, bufsize=1)
+    proc = subprocess.Popen(
+      cmd, cwd=repo, env=child_env(), stdout=subprocess.PIPE, stderr=err, text=True, bufsize=1
+    )
+    assert proc.stdout is not None  # stdout=PIPE
     killed = threading.Event()
-    timer = threading.Timer(timeout, lambda: (killed.set(), proc.kill()))
+
+    def stop() -> None:
+      killed.set()
+      proc.kill()
+
+    timer = threading.Timer(timeout, stop)
     timer.start()
     first, first_cpu, first_line = None, None, None
     try:
@@ -155,52 +172,75 @@ def time_first_round(python: str, repo: Path, config: str, workdir: Path,
   if killed.is_set():
     raise BenchError(f"the first_round run ran past --timeout={timeout:g}s; raise --timeout.")
   if code != 0 or first is None:
-    raise BenchError(f"`{' '.join(cmd[1:])}` in {repo} exited {code}"
-                     f"{'' if first else ' without a progress line'}: {_last_line(stderr)}")
-  return {"seconds": first, "cpu_seconds": first_cpu, "total_seconds": total,
-          "total_cpu_seconds": total_cpu, "exit_code": code, "first_line": first_line,
-          "loadavg_1m": load}
+    raise BenchError(
+      f"`{' '.join(cmd[1:])}` in {repo} exited {code}"
+      f"{'' if first else ' without a progress line'}: {_last_line(stderr)}"
+    )
+  return {
+    "seconds": first,
+    "cpu_seconds": first_cpu,
+    "total_seconds": total,
+    "total_cpu_seconds": total_cpu,
+    "exit_code": code,
+    "first_line": first_line,
+    "loadavg_1m": load,
+  }
 
 
 def help_imports(python: str, repo: Path, timeout: float) -> dict[str, bool]:
   """Which heavy top-level packages `--help` imports (`python -X importtime`)."""
   _, done = _run([python, "-X", "importtime", "-m", "experiments.main", "--help"], repo, timeout)
-  names = {line.rsplit("|", 1)[-1].strip().split(".")[0]
-           for line in done.stderr.splitlines() if line.startswith("import time:")}
+  names = {
+    line.rsplit("|", 1)[-1].strip().split(".")[0]
+    for line in done.stderr.splitlines()
+    if line.startswith("import time:")
+  }
   if not names:
-    raise BenchError(f"`python -X importtime -m experiments.main --help` printed no import "
-                     f"times: {_last_line(done.stderr)}")
+    raise BenchError(
+      f"`python -X importtime -m experiments.main --help` printed no import "
+      f"times: {_last_line(done.stderr)}"
+    )
   return {"help_imports_tensorflow": "tensorflow" in names, "help_imports_jax": "jax" in names}
 
 
 def check_setup(python: str, repo: Path, timeout: float) -> dict:
   """The interpreter runs, and imports --repo's own packages from cwd = repo."""
-  probe = ("import importlib.util as u, sys; print(sys.version.split()[0]); "
-           "print(u.find_spec('experiments').origin); print(u.find_spec('fedjax_compress').origin)")
+  probe = (
+    "import importlib.util as u, sys; print(sys.version.split()[0]); "
+    "print(u.find_spec('experiments').origin); print(u.find_spec('fedjax_compress').origin)"
+  )
   try:
     _, done = _run([python, "-c", probe], repo, timeout)
   except OSError as e:
-    raise BenchError(f"--python={python}: cannot run it ({e.strerror or e}); pass a Python "
-                     "with the project installed.") from None
+    raise BenchError(
+      f"--python={python}: cannot run it ({e.strerror or e}); pass a Python "
+      "with the project installed."
+    ) from None
   if done.returncode != 0:
-    raise BenchError(f"--python={python} cannot find experiments or fedjax_compress from "
-                     f"{repo}: {_last_line(done.stderr)}")
+    raise BenchError(
+      f"--python={python} cannot find experiments or fedjax_compress from "
+      f"{repo}: {_last_line(done.stderr)}"
+    )
   version, *origins = done.stdout.split()
   for origin in origins:
     if not Path(origin).resolve().is_relative_to(repo):
-      raise BenchError(f"--python={python} imports {origin}, not the one in --repo={repo}; "
-                       "this would time the wrong code.")
+      raise BenchError(
+        f"--python={python} imports {origin}, not the one in --repo={repo}; "
+        "this would time the wrong code."
+      )
   return {"python_version": version, "modules": origins}
 
 
 def git_state(repo: Path) -> dict:
   def git(*args):
     try:
-      done = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True,
-                            timeout=60)
+      done = subprocess.run(
+        ["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=60
+      )
     except (OSError, subprocess.TimeoutExpired):
       return None
     return done.stdout.strip() if done.returncode == 0 else None
+
   status = git("status", "--porcelain", "--untracked-files=no")
   return {"commit": git("rev-parse", "HEAD"), "dirty": None if status is None else bool(status)}
 
@@ -209,57 +249,85 @@ def summarize(runs: list[dict]) -> dict[str, dict]:
   out = {}
   for measure in MEASURES:
     xs = [r["seconds"] for r in runs if r["measure"] == measure]
-    cpu = [r["cpu_seconds"] for r in runs if r["measure"] == measure
-           and r.get("cpu_seconds") is not None]
+    cpu = [
+      r["cpu_seconds"] for r in runs if r["measure"] == measure and r.get("cpu_seconds") is not None
+    ]
     if xs:
-      out[measure] = {"median_s": statistics.median(xs), "min_s": min(xs), "max_s": max(xs),
-                      "all_s": xs, "cpu_median_s": statistics.median(cpu) if cpu else None}
+      out[measure] = {
+        "median_s": statistics.median(xs),
+        "min_s": min(xs),
+        "max_s": max(xs),
+        "all_s": xs,
+        "cpu_median_s": statistics.median(cpu) if cpu else None,
+      }
   return out
 
 
-def benchmark(python: str, repo: Path, config: str, repeats: int, warmup: int,
-              timeout: float) -> dict:
-  info = {"repo": str(repo), "python": python, **check_setup(python, repo, timeout),
-          **git_state(repo), "cores": len(os.sched_getaffinity(0)),
-          "loadavg_before": os.getloadavg(), "repeats": repeats, "warmup": warmup,
-          "config": config, "JAX_PLATFORMS": "cpu"}
+def benchmark(
+  python: str, repo: Path, config: str, repeats: int, warmup: int, timeout: float
+) -> dict:
+  info = {
+    "repo": str(repo),
+    "python": python,
+    **check_setup(python, repo, timeout),
+    **git_state(repo),
+    "cores": len(os.sched_getaffinity(0)),
+    "loadavg_before": os.getloadavg(),
+    "repeats": repeats,
+    "warmup": warmup,
+    "config": config,
+    "JAX_PLATFORMS": "cpu",
+  }
   runs = []
   with tempfile.TemporaryDirectory(prefix="startup_bench_") as tmp:
     for i in range(warmup + repeats):
       timed = i >= warmup
       tag = f"repeat {i - warmup + 1}/{repeats}" if timed else f"warmup {i + 1}/{warmup}"
       # absl's --help exits 1 (older absl) or 0.
-      help_run = time_exit([python, "-m", "experiments.main", "--help"], repo, timeout,
-                           ok_codes=(0, 1))
+      help_run = time_exit(
+        [python, "-m", "experiments.main", "--help"], repo, timeout, ok_codes=(0, 1)
+      )
       import_run = time_exit([python, "-c", "import experiments.train"], repo, timeout)
       round_run = time_first_round(python, repo, config, Path(tmp) / f"run{i}", timeout)
-      print(f"{tag}: help {help_run['seconds']:.2f}s, import {import_run['seconds']:.2f}s, "
-            f"first round {round_run['seconds']:.2f}s (exit {round_run['total_seconds']:.2f}s)",
-            flush=True)
+      print(
+        f"{tag}: help {help_run['seconds']:.2f}s, import {import_run['seconds']:.2f}s, "
+        f"first round {round_run['seconds']:.2f}s (exit {round_run['total_seconds']:.2f}s)",
+        flush=True,
+      )
       if timed:
-        runs += [{"measure": "help", "repeat": i - warmup, **help_run},
-                 {"measure": "import", "repeat": i - warmup, **import_run},
-                 {"measure": "first_round", "repeat": i - warmup, **round_run},
-                 {"measure": "first_round_total", "repeat": i - warmup,
-                  "seconds": round_run["total_seconds"],
-                  "cpu_seconds": round_run["total_cpu_seconds"],
-                  "exit_code": round_run["exit_code"], "loadavg_1m": round_run["loadavg_1m"]}]
+        runs += [
+          {"measure": "help", "repeat": i - warmup, **help_run},
+          {"measure": "import", "repeat": i - warmup, **import_run},
+          {"measure": "first_round", "repeat": i - warmup, **round_run},
+          {
+            "measure": "first_round_total",
+            "repeat": i - warmup,
+            "seconds": round_run["total_seconds"],
+            "cpu_seconds": round_run["total_cpu_seconds"],
+            "exit_code": round_run["exit_code"],
+            "loadavg_1m": round_run["loadavg_1m"],
+          },
+        ]
   info.update(help_imports(python, repo, timeout))
   info["loadavg_after"] = os.getloadavg()
   return {**info, "summary": summarize(runs), "runs": runs}
 
 
 def print_table(result: dict) -> None:
-  print(f"\n{result['repo']} (commit {str(result['commit'])[:10]}"
-        f"{', uncommitted changes' if result['dirty'] else ''}), {result['python']} "
-        f"{result['python_version']}, {result['cores']} cores, load "
-        f"{result['loadavg_before'][0]:.2f} -> {result['loadavg_after'][0]:.2f}")
+  print(
+    f"\n{result['repo']} (commit {str(result['commit'])[:10]}"
+    f"{', uncommitted changes' if result['dirty'] else ''}), {result['python']} "
+    f"{result['python_version']}, {result['cores']} cores, load "
+    f"{result['loadavg_before'][0]:.2f} -> {result['loadavg_after'][0]:.2f}"
+  )
   print(f"{'measure':20s} {'median s':>9s} {'min s':>9s} {'max s':>9s} {'CPU s (median)':>15s}")
   for measure, s in result["summary"].items():
     cpu = "n/a" if s["cpu_median_s"] is None else f"{s['cpu_median_s']:.2f}"
     print(f"{measure:20s} {s['median_s']:9.2f} {s['min_s']:9.2f} {s['max_s']:9.2f} {cpu:>15s}")
-  print(f"--help imports TensorFlow: {result['help_imports_tensorflow']}, "
-        f"JAX: {result['help_imports_jax']}")
+  print(
+    f"--help imports TensorFlow: {result['help_imports_tensorflow']}, "
+    f"JAX: {result['help_imports_jax']}"
+  )
 
 
 def main(argv):
@@ -268,11 +336,13 @@ def main(argv):
     cli.check_json_path(FLAGS.json)
     repo = Path(FLAGS.repo).resolve()
     if not (repo / "experiments" / "main.py").is_file():
-      raise BenchError(f"--repo={FLAGS.repo} has no experiments/main.py; pass a checkout of "
-                       "this project.")
+      raise BenchError(
+        f"--repo={FLAGS.repo} has no experiments/main.py; pass a checkout of this project."
+      )
     if not (repo / FLAGS.config).is_file():
-      raise BenchError(f"--config={FLAGS.config} is not a file in {repo}; pass a config path "
-                       "relative to --repo.")
+      raise BenchError(
+        f"--config={FLAGS.config} is not a file in {repo}; pass a config path relative to --repo."
+      )
     python = interpreter(repo, FLAGS.python)
     result = benchmark(python, repo, FLAGS.config, FLAGS.repeats, FLAGS.warmup, FLAGS.timeout)
   except BenchError as e:
@@ -290,8 +360,7 @@ def parse_flags(argv):
   try:
     return FLAGS(argv)
   except flags.Error as e:
-    print(f"error: {_one_line(str(e))}; see python -m benchmarks.startup --help.",
-          file=sys.stderr)
+    print(f"error: {_one_line(str(e))}; see python -m benchmarks.startup --help.", file=sys.stderr)
     raise SystemExit(2) from None
 
 

@@ -35,12 +35,15 @@ from configs import default
 # Reddi et al.'s best learning rates for CIFAR-100 (see the docstring): the client's SGD
 # learning rate, the server optimizer and its arguments.
 METHODS = {
-    "fedavg": (10 ** -1, "sgd", {"learning_rate": 10 ** 0.5}),
-    "fedavgm": (10 ** -1.5, "sgd", {"learning_rate": 1.0, "momentum": 0.9}),
-    "fedadagrad": (10 ** -1, "adagrad", {"learning_rate": 10 ** -1,
-                                         "initial_accumulator_value": 0.0, "eps": 10 ** -2}),
-    "fedadam": (10 ** -1.5, "adam", {"learning_rate": 1.0, "eps": 10 ** -1}),
-    "fedyogi": (10 ** -1.5, "yogi", {"learning_rate": 1.0, "eps": 10 ** -1}),
+  "fedavg": (10**-1, "sgd", {"learning_rate": 10**0.5}),
+  "fedavgm": (10**-1.5, "sgd", {"learning_rate": 1.0, "momentum": 0.9}),
+  "fedadagrad": (
+    10**-1,
+    "adagrad",
+    {"learning_rate": 10**-1, "initial_accumulator_value": 0.0, "eps": 10**-2},
+  ),
+  "fedadam": (10**-1.5, "adam", {"learning_rate": 1.0, "eps": 10**-1}),
+  "fedyogi": (10**-1.5, "yogi", {"learning_rate": 1.0, "eps": 10**-1}),
 }
 
 

@@ -34,12 +34,15 @@ from configs import default
 # Reddi et al.'s best learning rates for EMNIST CR (see the docstring): the client's SGD
 # learning rate, the server optimizer and its arguments.
 METHODS = {
-    "fedavg": (10 ** -1, "sgd", {"learning_rate": 1.0}),
-    "fedavgm": (10 ** -1.5, "sgd", {"learning_rate": 10 ** -0.5, "momentum": 0.9}),
-    "fedadagrad": (10 ** -1.5, "adagrad", {"learning_rate": 10 ** -1,
-                                           "initial_accumulator_value": 0.0, "eps": 10 ** -2}),
-    "fedadam": (10 ** -1.5, "adam", {"learning_rate": 10 ** -2.5, "eps": 10 ** -4}),
-    "fedyogi": (10 ** -1.5, "yogi", {"learning_rate": 10 ** -2.5, "eps": 10 ** -4}),
+  "fedavg": (10**-1, "sgd", {"learning_rate": 1.0}),
+  "fedavgm": (10**-1.5, "sgd", {"learning_rate": 10**-0.5, "momentum": 0.9}),
+  "fedadagrad": (
+    10**-1.5,
+    "adagrad",
+    {"learning_rate": 10**-1, "initial_accumulator_value": 0.0, "eps": 10**-2},
+  ),
+  "fedadam": (10**-1.5, "adam", {"learning_rate": 10**-2.5, "eps": 10**-4}),
+  "fedyogi": (10**-1.5, "yogi", {"learning_rate": 10**-2.5, "eps": 10**-4}),
 }
 
 

@@ -36,12 +36,15 @@ from configs import default
 # Reddi et al.'s best learning rates for Shakespeare (see the docstring): the client's SGD
 # learning rate, the server optimizer and its arguments.
 METHODS = {
-    "fedavg": (1.0, "sgd", {"learning_rate": 1.0}),
-    "fedavgm": (1.0, "sgd", {"learning_rate": 10 ** -0.5, "momentum": 0.9}),
-    "fedadagrad": (1.0, "adagrad", {"learning_rate": 10 ** -0.5,
-                                    "initial_accumulator_value": 0.0, "eps": 10 ** -1}),
-    "fedadam": (1.0, "adam", {"learning_rate": 10 ** -2, "eps": 10 ** -3}),
-    "fedyogi": (1.0, "yogi", {"learning_rate": 10 ** -2, "eps": 10 ** -3}),
+  "fedavg": (1.0, "sgd", {"learning_rate": 1.0}),
+  "fedavgm": (1.0, "sgd", {"learning_rate": 10**-0.5, "momentum": 0.9}),
+  "fedadagrad": (
+    1.0,
+    "adagrad",
+    {"learning_rate": 10**-0.5, "initial_accumulator_value": 0.0, "eps": 10**-1},
+  ),
+  "fedadam": (1.0, "adam", {"learning_rate": 10**-2, "eps": 10**-3}),
+  "fedyogi": (1.0, "yogi", {"learning_rate": 10**-2, "eps": 10**-3}),
 }
 
 

@@ -36,23 +36,30 @@ from configs import default
 # Reddi et al.'s best learning rates for Stack Overflow NWP (see the docstring): the
 # client's SGD learning rate, the server optimizer and its arguments.
 METHODS = {
-    "fedavg": (10 ** -0.5, "sgd", {"learning_rate": 1.0}),
-    "fedavgm": (10 ** -0.5, "sgd", {"learning_rate": 1.0, "momentum": 0.9}),
-    "fedadagrad": (10 ** -0.5, "adagrad", {"learning_rate": 10 ** -1.5,
-                                           "initial_accumulator_value": 0.0, "eps": 10 ** -4}),
-    "fedadam": (10 ** -0.5, "adam", {"learning_rate": 10 ** -2, "eps": 10 ** -5}),
-    "fedyogi": (10 ** -0.5, "yogi", {"learning_rate": 10 ** -2, "eps": 10 ** -5}),
+  "fedavg": (10**-0.5, "sgd", {"learning_rate": 1.0}),
+  "fedavgm": (10**-0.5, "sgd", {"learning_rate": 1.0, "momentum": 0.9}),
+  "fedadagrad": (
+    10**-0.5,
+    "adagrad",
+    {"learning_rate": 10**-1.5, "initial_accumulator_value": 0.0, "eps": 10**-4},
+  ),
+  "fedadam": (10**-0.5, "adam", {"learning_rate": 10**-2, "eps": 10**-5}),
+  "fedyogi": (10**-0.5, "yogi", {"learning_rate": 10**-2, "eps": 10**-5}),
 }
 
 
 def get_config(method: str = "fedadam") -> ml_collections.ConfigDict:
   config = default.get_config()
   config.data = default.component(
-      "stackoverflow", vocab_size=10_000, num_oov_buckets=1, seq_len=20,
-      max_elements_per_client=1000, num_validation_examples=10_000)
+    "stackoverflow",
+    vocab_size=10_000,
+    num_oov_buckets=1,
+    seq_len=20,
+    max_elements_per_client=1000,
+    num_validation_examples=10_000,
+  )
   # The vocabulary (10,004 logits) and the sequence length come from the data.
-  config.model = default.component("word_lstm", embed_size=96, hidden_size=670,
-                                   num_oov_buckets=1)
+  config.model = default.component("word_lstm", embed_size=96, hidden_size=670, num_oov_buckets=1)
   config.rounds = 1500
   config.clients_per_round = 50
   config.batch_size = 16

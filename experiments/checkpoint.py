@@ -20,14 +20,20 @@ class Checkpointer:
   def __init__(self, directory: str | Path, keep: int):
     self.failures: list[str] = []
     self._manager = ocp.CheckpointManager(
-        Path(directory).absolute(),
-        # Synchronous saves: a round is not reported done before its checkpoint is.
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
-                                             enable_async_checkpointing=False))
+      Path(directory).absolute(),
+      # Synchronous saves: a round is not reported done before its checkpoint is.
+      options=ocp.CheckpointManagerOptions(
+        max_to_keep=keep, create=True, enable_async_checkpointing=False
+      ),
+    )
 
   def save(self, round_num: int, state: Any, meta: dict[str, Any]) -> None:
-    self._manager.save(round_num, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(_saved_form(state)), meta=ocp.args.JsonSave(meta)))
+    self._manager.save(
+      round_num,
+      args=ocp.args.Composite(
+        state=ocp.args.StandardSave(_saved_form(state)), meta=ocp.args.JsonSave(meta)
+      ),
+    )
 
   def steps(self) -> list[int]:
     """The rounds that have a checkpoint, oldest first (readable or not)."""
@@ -42,14 +48,22 @@ class Checkpointer:
     self.failures = []
     for step in sorted(self._manager.all_steps(), reverse=True):
       try:
-        restored = self._manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(_saved_form(like)), meta=ocp.args.JsonRestore()))
+        restored = self._manager.restore(
+          step,
+          args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(_saved_form(like)), meta=ocp.args.JsonRestore()
+          ),
+        )
       except Exception as e:  # pylint: disable=broad-except
         self.failures.append(f"round {step}: {type(e).__name__}: {' '.join(str(e).split())[:200]}")
         continue
       for failure in self.failures:
-        logging.warning("Checkpoint of %s in %s is unreadable; resuming from round %d.",
-                        failure, self._manager.directory, step)
+        logging.warning(
+          "Checkpoint of %s in %s is unreadable; resuming from round %d.",
+          failure,
+          self._manager.directory,
+          step,
+        )
       return step, _from_saved_form(restored.state, like), restored.meta
     return None
 

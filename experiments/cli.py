@@ -22,6 +22,7 @@ def fail(message: object, status: int) -> None:
 def flags_parser(config_overrides: list[tuple[str, str]]) -> Callable[[list[str]], list[str]]:
   """absl's flag parsing for `app.run`, the (KEY, VALUE) overrides stored in
   `config_overrides`, any mistake one `error:` line."""
+
   def parse(argv: list[str]) -> list[str]:
     try:
       rest, config_overrides[:] = overrides.split_argv(argv[1:])
@@ -29,6 +30,7 @@ def flags_parser(config_overrides: list[tuple[str, str]]) -> Callable[[list[str]
     except (flags.Error, overrides.OverrideError) as e:
       fail(e, USAGE_ERROR)
     return []  # unreachable: fail exits
+
   return parse
 
 
@@ -37,6 +39,7 @@ def exit_for(error: Exception) -> None:
   user mistake (ValueError, OSError, MemoryError, a non-finite model) as one `error:`
   line and 1; anything else is a bug and is raised again, traceback and all."""
   from experiments import train  # pylint: disable=import-outside-toplevel  # JAX: slow
+
   if isinstance(error, train.RunInterrupted):
     print(error, file=sys.stderr, flush=True)
     sys.exit(INTERRUPTED)

@@ -18,29 +18,40 @@ from __future__ import annotations
 import ast
 import difflib
 import importlib.util
+from importlib.abc import Loader
+from importlib.machinery import ModuleSpec
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-import ml_collections
+from ml_collections import ConfigDict
 
-ConfigDict = ml_collections.ConfigDict
 PREFIX = "--config."
 SHORTHANDS = {"data_dir": "data.data_dir"}
 # Keys of the flat configs before components; an override of one names its new place.
-MOVED = {"dataset": "data.name", "cache_dir": "data.cache_dir",
-         "only_digits": "data.only_digits", "client_lr": "client_optimizer.learning_rate",
-         "server_lr": "server_optimizer.learning_rate",
-         "server_momentum": "server_optimizer.momentum (or b1 for adam)",
-         "server_beta2": "server_optimizer.b2", "server_eps": "server_optimizer.eps",
-         "client_momentum": "client_optimizer.momentum",
-         "stages": "aggregator.stages", "encode_threshold": "aggregator.threshold",
-         "quantization_bits": "aggregator.bits", "weighted_aggregation": "aggregator.weighted",
-         "zeroing": "aggregator.zeroing", "clipping": "aggregator.clipping",
-         "dp_noise_multiplier": "aggregator.noise_multiplier",
-         "dp_clip_norm": "aggregator.clip_norm", "error_feedback": "aggregator.error_feedback",
-         "client_state_dtype": "aggregator.client_state_dtype",
-         "broadcast_stages": "broadcast.stages (with broadcast.name=encoded)",
-         "num_clients": "data.num_clients", "alpha": "data.alpha"}
+MOVED = {
+  "dataset": "data.name",
+  "cache_dir": "data.cache_dir",
+  "only_digits": "data.only_digits",
+  "client_lr": "client_optimizer.learning_rate",
+  "server_lr": "server_optimizer.learning_rate",
+  "server_momentum": "server_optimizer.momentum (or b1 for adam)",
+  "server_beta2": "server_optimizer.b2",
+  "server_eps": "server_optimizer.eps",
+  "client_momentum": "client_optimizer.momentum",
+  "stages": "aggregator.stages",
+  "encode_threshold": "aggregator.threshold",
+  "quantization_bits": "aggregator.bits",
+  "weighted_aggregation": "aggregator.weighted",
+  "zeroing": "aggregator.zeroing",
+  "clipping": "aggregator.clipping",
+  "dp_noise_multiplier": "aggregator.noise_multiplier",
+  "dp_clip_norm": "aggregator.clip_norm",
+  "error_feedback": "aggregator.error_feedback",
+  "client_state_dtype": "aggregator.client_state_dtype",
+  "broadcast_stages": "broadcast.stages (with broadcast.name=encoded)",
+  "num_clients": "data.num_clients",
+  "alpha": "data.alpha",
+}
 
 
 class OverrideError(ValueError):
@@ -63,27 +74,41 @@ def load_file(path: str) -> ConfigDict:
     path, argument = path.rsplit(":", 1)
   file = Path(path)
   if not file.is_file():
-    raise OverrideError(f"--config={path}: no such file; pass a config file such as "
-                        f"configs/default.py.")
-  spec = importlib.util.spec_from_file_location(f"_config_{file.stem}", file)
+    raise OverrideError(
+      f"--config={path}: no such file; pass a config file such as configs/default.py."
+    )
+  if file.suffix != ".py":
+    raise OverrideError(
+      f"--config={path}: a config is a Python file defining get_config(); "
+      f"pass one such as configs/default.py."
+    )
+  spec = cast(ModuleSpec, importlib.util.spec_from_file_location(f"_config_{file.stem}", file))
   module = importlib.util.module_from_spec(spec)
   try:
-    spec.loader.exec_module(module)
+    cast(Loader, spec.loader).exec_module(module)
   except Exception as e:  # pylint: disable=broad-except  # a user's file: any error
-    raise OverrideError(f"--config={path}: the file fails to load ({type(e).__name__}: "
-                        f"{e}); fix it, or start from configs/default.py.") from e
+    raise OverrideError(
+      f"--config={path}: the file fails to load ({type(e).__name__}: "
+      f"{e}); fix it, or start from configs/default.py."
+    ) from e
   if not callable(getattr(module, "get_config", None)):
-    raise OverrideError(f"--config={path}: the file has no get_config() function; a config "
-                        f"file defines get_config() returning an ml_collections.ConfigDict.")
+    raise OverrideError(
+      f"--config={path}: the file has no get_config() function; a config "
+      f"file defines get_config() returning an ml_collections.ConfigDict."
+    )
   try:
     config = module.get_config() if argument is None else module.get_config(argument)
   except (TypeError, ValueError) as e:
-    raise OverrideError(f"--config={path}{'' if argument is None else ':' + argument}: "
-                        f"get_config({'' if argument is None else repr(argument)}) fails "
-                        f"({e}).") from e
+    raise OverrideError(
+      f"--config={path}{'' if argument is None else ':' + argument}: "
+      f"get_config({'' if argument is None else repr(argument)}) fails "
+      f"({e})."
+    ) from e
   if not isinstance(config, ConfigDict):
-    raise OverrideError(f"--config={path}: get_config() returned {type(config).__name__}, "
-                        f"not an ml_collections.ConfigDict.")
+    raise OverrideError(
+      f"--config={path}: get_config() returned {type(config).__name__}, "
+      f"not an ml_collections.ConfigDict."
+    )
   config.unlock()
   return config
 
@@ -95,7 +120,7 @@ def split_argv(argv: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
     if not arg.startswith(PREFIX):
       rest.append(arg)
       continue
-    key, eq, value = arg[len(PREFIX):].partition("=")
+    key, eq, value = arg[len(PREFIX) :].partition("=")
     if not eq or not key:
       raise OverrideError(f"{arg}: write {PREFIX}KEY=VALUE (with '=').")
     overrides.append((key, value))
@@ -113,14 +138,15 @@ def apply(config: ConfigDict, key: str, text: str | Any) -> None:
     if not arg:
       config[head] = parse_component(text, f"config.{head}")
     elif "." in arg or not arg.isidentifier():
-      raise OverrideError(f"config.{key}: a component's arguments are one level deep; "
-                          f"write config.{head}.ARGUMENT=VALUE.")
+      raise OverrideError(
+        f"config.{key}: a component's arguments are one level deep; "
+        f"write config.{head}.ARGUMENT=VALUE."
+      )
     else:
       old = current[arg] if arg in current else None
       current[arg] = text if arg == "name" else _typed(text, old, f"config.{key}")
   elif arg:
-    raise OverrideError(f"config.{head} is a value, not a component: write "
-                        f"--config.{head}=VALUE.")
+    raise OverrideError(f"config.{head} is a value, not a component: write --config.{head}=VALUE.")
   else:
     config[head] = _typed(text, current, f"config.{head}")
 
@@ -143,13 +169,16 @@ def parse_component(text: str | Any, where: str) -> ConfigDict:
       try:
         arguments[keyword.arg] = ast.literal_eval(keyword.value)
       except ValueError:
-        raise OverrideError(f"{where}={text!r}: the value of {keyword.arg!r} must be a "
-                            f"literal (a number, a quoted string, True/False).") from None
+        raise OverrideError(
+          f"{where}={text!r}: the value of {keyword.arg!r} must be a "
+          f"literal (a number, a quoted string, True/False)."
+        ) from None
     return ConfigDict({"name": node.func.id, **arguments})
   if str(text).startswith("tfds:"):  # a TFDS dataset name is not an identifier
     return ConfigDict({"name": str(text)})
-  raise OverrideError(f"{where}={text!r}: write NAME or NAME(ARGUMENT=VALUE, ...), e.g. "
-                      f"'adam(learning_rate=0.01)'.")
+  raise OverrideError(
+    f"{where}={text!r}: write NAME or NAME(ARGUMENT=VALUE, ...), e.g. 'adam(learning_rate=0.01)'."
+  )
 
 
 def _typed(text: str | Any, like: Any, where: str) -> Any:
@@ -186,9 +215,11 @@ def _unknown_key(config: ConfigDict, key: str) -> str:
   if key in MOVED:
     return f"config.{key} is now config.{MOVED[key]}."
   hint = difflib.get_close_matches(key, list(config), n=1)
-  return (f"config has no key {key!r}{f' (did you mean {hint[0]!r}?)' if hint else ''}; "
-          f"its keys: {', '.join(sorted(config))}. A component's own arguments go inside "
-          f"it, e.g. --config.client_optimizer.momentum=0.5.")
+  return (
+    f"config has no key {key!r}{f' (did you mean {hint[0]!r}?)' if hint else ''}; "
+    f"its keys: {', '.join(sorted(config))}. A component's own arguments go inside "
+    f"it, e.g. --config.client_optimizer.momentum=0.5."
+  )
 
 
 def load(path: str, overrides: list[tuple[str, str]]) -> ConfigDict:

@@ -31,14 +31,21 @@ from fedjax_compress import learning, models
 from fedjax_compress.data import pipeline
 from fedjax_compress.data.prefetch import prefetched
 from fedjax_compress.learning import distributed, execution
+from fedjax_compress.streams import INIT_STREAM
 
-__all__ = ["ConfigError", "WorkdirError", "NonFiniteModelError", "RunInterrupted",
-           "train_and_evaluate"]
+__all__ = [
+  "ConfigError",
+  "WorkdirError",
+  "NonFiniteModelError",
+  "RunInterrupted",
+  "train_and_evaluate",
+]
 
 # Per-process facts, not results: they differ between a resumed and an unbroken run.
 DIAGNOSTIC_KEYS = ("round_seconds", "compiles")
-_all_finite = jax.jit(lambda tree: jnp.all(jnp.stack(
-    [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)])))
+_all_finite = jax.jit(
+  lambda tree: jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+)
 
 
 class NonFiniteModelError(RuntimeError):
@@ -76,8 +83,7 @@ class StopRequest:
     if self.requested:
       raise KeyboardInterrupt
     self.requested = True
-    print("Ctrl-C: stopping when this round ends (press it again to stop at once).",
-          flush=True)
+    print("Ctrl-C: stopping when this round ends (press it again to stop at once).", flush=True)
 
 
 class ProgressLine:
@@ -95,11 +101,13 @@ class ProgressLine:
       return
     rate = self._done / max(time.perf_counter() - self._start, 1e-9)
     eta = (self._total - r) / rate
-    evaluation = (f"  eval acc {record['eval/accuracy']:.4f}" if "eval/accuracy" in record else "")
-    print(f"round {r:>5}/{self._total}  loss {record['train/loss']:.4f}  "
-          f"acc {record['train/accuracy']:.4f}{evaluation}  {rate:.2f} rounds/s  "
-          f"ETA {_duration(eta)}  uplink {record['aggregated_bits'] / 2**20:.2f} Mibit",
-          flush=True)
+    evaluation = f"  eval acc {record['eval/accuracy']:.4f}" if "eval/accuracy" in record else ""
+    print(
+      f"round {r:>5}/{self._total}  loss {record['train/loss']:.4f}  "
+      f"acc {record['train/accuracy']:.4f}{evaluation}  {rate:.2f} rounds/s  "
+      f"ETA {_duration(eta)}  uplink {record['aggregated_bits'] / 2**20:.2f} Mibit",
+      flush=True,
+    )
 
 
 def _duration(seconds: float) -> str:
@@ -139,6 +147,8 @@ class TensorBoard:
   --verbosity is given).
   """
 
+  _writer: Any  # clu's SummaryWriter once made; None before
+
   def __init__(self, workdir: str, enabled: bool):
     self._workdir, self._enabled, self._writer = workdir, enabled, None
 
@@ -149,6 +159,7 @@ class TensorBoard:
       os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
       with _native_stderr_silenced(logging.get_verbosity() < logging.INFO):
         from clu import metric_writers  # pylint: disable=import-outside-toplevel
+
         self._writer = metric_writers.SummaryWriter(self._workdir)
         self._writer.write_scalars(step, scalars)
       return
@@ -162,16 +173,22 @@ class TensorBoard:
 
 def check_labels(model, data) -> None:
   """Labels must index the model's outputs: a 5-class model on 10 classes is refused."""
-  outputs = learning.fed_avg_lib.output_width(model)
+  outputs = learning.output_width(model)
   if outputs < data.num_classes:
-    raise ConfigError(f"the model has {outputs} outputs but {data.source} has "
-                      f"{data.num_classes} classes (labels up to {data.num_classes - 1}): "
-                      f"build the model with num_classes={data.num_classes}.")
+    raise ConfigError(
+      f"the model has {outputs} outputs but {data.source} has "
+      f"{data.num_classes} classes (labels up to {data.num_classes - 1}): "
+      f"build the model with num_classes={data.num_classes}."
+    )
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
-                       allow_config_change: bool = False,
-                       restart: bool = False) -> list[dict[str, Any]]:
+def train_and_evaluate(
+  config: ml_collections.ConfigDict,
+  workdir: str,
+  *,
+  allow_config_change: bool = False,
+  restart: bool = False,
+) -> list[dict[str, Any]]:
   """Runs `config.rounds` rounds; writes metrics.jsonl, TensorBoard events, checkpoints.
 
   A workdir with checkpoints resumes after the newest readable one, and the run then
@@ -183,8 +200,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   changed = _judge_workdir(config, workdir, allow_config_change, restart)
   train, test = bound.load_data("train"), bound.load_data("test")
   if config.clients_per_round > len(train.client_ids):
-    raise ConfigError(f"config.clients_per_round={config.clients_per_round} exceeds the "
-                      f"{len(train.client_ids)} training clients of {train.source}.")
+    raise ConfigError(
+      f"config.clients_per_round={config.clients_per_round} exceeds the "
+      f"{len(train.client_ids)} training clients of {train.source}."
+    )
   model = build.build_model(bound, train)
   try:
     models.check_task(model, train.tokens)
@@ -201,21 +220,33 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
   root = jax.random.key(config.seed)
   checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), config.keep_checkpoints)
-  done, state, totals = _resume(checkpointer, process.init(jax.random.fold_in(root, 0)),
-                                workdir, changed)
+  done, state, totals = _resume(
+    checkpointer, process.init(jax.random.fold_in(root, INIT_STREAM)), workdir, changed
+  )
   if changed:
     kept = [workdir_lib.keep_copy(workdir, f) for f in (workdir_lib.CONFIG_FILE, METRICS_FILE)]
-    print(f"Config changed ({'; '.join(changed)}): the earlier "
-          f"{' and '.join(filter(None, kept))} are kept in {workdir}.", flush=True)
+    print(
+      f"Config changed ({'; '.join(changed)}): the earlier "
+      f"{' and '.join(filter(None, kept))} are kept in {workdir}.",
+      flush=True,
+    )
   with open(os.path.join(workdir, workdir_lib.CONFIG_FILE), "w") as f:
     f.write(config.to_json_best_effort(indent=2))
   history = workdir_lib.truncate_metrics(workdir, done)
 
   def round_batch(r):
-    ids = pipeline.sample_clients(train.client_ids, config.clients_per_round, seed=config.seed,
-                                  round_num=r)
-    return pipeline.round_batch(train, ids, batch_size=config.batch_size, epochs=config.epochs,
-                                seed=config.seed, round_num=r, shuffle=config.shuffle)
+    ids = pipeline.sample_clients(
+      train.client_ids, config.clients_per_round, seed=config.seed, round_num=r
+    )
+    return pipeline.round_batch(
+      train,
+      ids,
+      batch_size=config.batch_size,
+      epochs=config.epochs,
+      seed=config.seed,
+      round_num=r,
+      shuffle=config.shuffle,
+    )
 
   writer = TensorBoard(workdir, enabled=jax.process_index() == 0)
   progress = ProgressLine(config.rounds, config.log_every)
@@ -229,10 +260,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         state, metrics = process.next(state, batch, jax.random.fold_in(root, r))
         if not bool(_all_finite(state.params)):
           raise NonFiniteModelError(
-              f"round {r}: the global model has NaN or Inf values, so the run stops here. The "
-              f"last good checkpoint in {workdir}/checkpoints is intact. Lower the learning "
-              f"rates, or add zeroing/clipping (--config.aggregator.zeroing=True "
-              f"--config.aggregator.clipping=True).")
+            f"round {r}: the global model has NaN or Inf values, so the run stops here. The "
+            f"last good checkpoint in {workdir}/checkpoints is intact. Lower the learning "
+            f"rates, or add zeroing/clipping (--config.aggregator.zeroing=True "
+            f"--config.aggregator.clipping=True)."
+          )
         for name in totals:
           totals[name] += metrics[f"round_{name}"]
         record = {"round": r, **metrics, **totals, "round_seconds": time.perf_counter() - start}
@@ -256,10 +288,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
           raise KeyboardInterrupt
         start = time.perf_counter()
   except KeyboardInterrupt:
-    where = (f"after round {saved}, its newest checkpoint" if saved else
-             "from round 1 (no checkpoint yet)")
-    raise RunInterrupted(f"interrupted: running the same command again resumes {workdir} "
-                         f"{where}.") from None
+    where = (
+      f"after round {saved}, its newest checkpoint" if saved else "from round 1 (no checkpoint yet)"
+    )
+    raise RunInterrupted(
+      f"interrupted: running the same command again resumes {workdir} {where}."
+    ) from None
   finally:
     checkpointer.close()
     writer.close()
@@ -279,8 +313,11 @@ def privacy_epsilons(aggregator, params) -> np.ndarray | None:
   except ValueError as e:
     raise ConfigError(f"config.aggregator: {e}") from e
   epsilons = plan.epsilons()
-  print(f"Privacy: {plan.describe()}; epsilon after {plan.rounds} rounds "
-        f"{epsilons[-1]:.4g} ({plan.accountant.upper()}, dp-accounting).", flush=True)
+  print(
+    f"Privacy: {plan.describe()}; epsilon after {plan.rounds} rounds "
+    f"{epsilons[-1]:.4g} ({plan.accountant.upper()}, dp-accounting).",
+    flush=True,
+  )
   return epsilons
 
 
@@ -290,8 +327,7 @@ def _evaluator(model):
   return lambda state, batches: evaluate(state.params, batches, state.model_state)
 
 
-def _judge_workdir(config, workdir: str, allow_config_change: bool,
-                   restart: bool) -> list[str]:
+def _judge_workdir(config, workdir: str, allow_config_change: bool, restart: bool) -> list[str]:
   """Refuses what would overwrite an earlier run; returns the allowed config changes."""
   if restart and workdir_lib.has_run(workdir):
     moved = workdir_lib.move_aside(workdir)
@@ -300,21 +336,26 @@ def _judge_workdir(config, workdir: str, allow_config_change: bool,
   before = workdir_lib.earlier_config(workdir)
   if before is None:
     if workdir_lib.metric_records(workdir) or os.path.isdir(os.path.join(workdir, "checkpoints")):
-      raise WorkdirError(f"{workdir} holds metrics or checkpoints but no config.json, so "
-                         f"whether this run continues them is unknown. "
-                         f"{workdir_lib.fixes(workdir)}.")
+      raise WorkdirError(
+        f"{workdir} holds metrics or checkpoints but no config.json, so "
+        f"whether this run continues them is unknown. "
+        f"{workdir_lib.fixes(workdir)}."
+      )
     return []
   if "data" not in before:
-    raise WorkdirError(f"{workdir} holds a run whose config predates components "
-                       f"(config.data, config.aggregator, ...), so it cannot be compared. "
-                       f"{workdir_lib.fixes(workdir)}.")
+    raise WorkdirError(
+      f"{workdir} holds a run whose config predates components "
+      f"(config.data, config.aggregator, ...), so it cannot be compared. "
+      f"{workdir_lib.fixes(workdir)}."
+    )
   defaults = workdir_lib.as_dict(default_config.get_config())
   changed = workdir_lib.changes(before, workdir_lib.as_dict(config), defaults)
   if changed and not allow_config_change:
     raise WorkdirError(
-        f"{workdir} holds a run with a different config ({'; '.join(changed)}). "
-        f"{workdir_lib.fixes(workdir)}, or pass --allow_config_change to continue that run "
-        f"with the new config.")
+      f"{workdir} holds a run with a different config ({'; '.join(changed)}). "
+      f"{workdir_lib.fixes(workdir)}, or pass --allow_config_change to continue that run "
+      f"with the new config."
+    )
   return changed
 
 
@@ -330,18 +371,24 @@ def _resume(checkpointer: Checkpointer, state, workdir: str, changed: list[str])
   restored = checkpointer.restore_latest(state) if steps else None
   if steps and restored is None:
     raise WorkdirError(
-        f"none of the checkpoints in {workdir}/checkpoints (rounds {steps}) restores into "
-        f"this config's state{' (changed: ' + '; '.join(changed) + ')' if changed else ''}; "
-        f"the newest fails with {checkpointer.failures[0].split(': ', 1)[1][:120]}. The run "
-        f"there is left as it is. {workdir_lib.fixes(workdir)}.")
+      f"none of the checkpoints in {workdir}/checkpoints (rounds {steps}) restores into "
+      f"this config's state{' (changed: ' + '; '.join(changed) + ')' if changed else ''}; "
+      f"the newest fails with {checkpointer.failures[0].split(': ', 1)[1][:120]}. The run "
+      f"there is left as it is. {workdir_lib.fixes(workdir)}."
+    )
   if restored is None:
     records = workdir_lib.metric_records(workdir)
     if records and changed:
-      raise WorkdirError(f"{workdir} has metrics of {records} rounds but no checkpoint, so "
-                         f"the new config would rewrite them. {workdir_lib.fixes(workdir)}.")
+      raise WorkdirError(
+        f"{workdir} has metrics of {records} rounds but no checkpoint, so "
+        f"the new config would rewrite them. {workdir_lib.fixes(workdir)}."
+      )
     if records:
-      print(f"{workdir} has no checkpoint: recomputing its {records} rounds from round 1 "
-            f"(the same config and seed give the same metrics).", flush=True)
+      print(
+        f"{workdir} has no checkpoint: recomputing its {records} rounds from round 1 "
+        f"(the same config and seed give the same metrics).",
+        flush=True,
+      )
     return 0, state, totals
   done, state, meta = restored
   print(f"Resuming {workdir} after round {done}.", flush=True)

@@ -26,8 +26,16 @@ CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
 # Keys that may change between the runs of one workdir: they do not change results
 # (every strategy computes the same rounds; cadences only choose what is written when).
-RESUMABLE = ("rounds", "strategy", "chunk_size", "client_threads", "eval_every",
-             "log_every", "checkpoint_every", "keep_checkpoints")
+RESUMABLE = (
+  "rounds",
+  "strategy",
+  "chunk_size",
+  "client_threads",
+  "eval_every",
+  "log_every",
+  "checkpoint_every",
+  "keep_checkpoints",
+)
 
 
 class WorkdirError(ValueError):
@@ -36,8 +44,10 @@ class WorkdirError(ValueError):
 
 def fixes(workdir: str) -> str:
   """The ways out of a refused workdir, for error messages."""
-  return (f"Use another --workdir, or pass --restart to move the earlier run to "
-          f"{next_free(workdir)} and start over")
+  return (
+    f"Use another --workdir, or pass --restart to move the earlier run to "
+    f"{next_free(workdir)} and start over"
+  )
 
 
 def check_writable(workdir: str) -> None:
@@ -50,8 +60,9 @@ def check_writable(workdir: str) -> None:
     with tempfile.NamedTemporaryFile(dir=path, prefix=".write_check"):
       pass
   except OSError as e:
-    raise WorkdirError(f"--workdir={workdir} cannot be written ({e.strerror or e}): pass a "
-                       f"folder you can write to.") from e
+    raise WorkdirError(
+      f"--workdir={workdir} cannot be written ({e.strerror or e}): pass a folder you can write to."
+    ) from e
 
 
 def has_run(workdir: str) -> bool:
@@ -75,8 +86,10 @@ def move_aside(workdir: str) -> str:
   try:
     os.rename(workdir, target)
   except OSError as e:
-    raise WorkdirError(f"--restart: cannot move {workdir} to {target} ({e.strerror or e}); "
-                       f"move it yourself or use another --workdir.") from e
+    raise WorkdirError(
+      f"--restart: cannot move {workdir} to {target} ({e.strerror or e}); "
+      f"move it yourself or use another --workdir."
+    ) from e
   return target
 
 
@@ -104,12 +117,12 @@ def earlier_config(workdir: str) -> dict[str, Any] | None:
   try:
     return json.loads(path.read_text())
   except (OSError, json.JSONDecodeError) as e:
-    raise WorkdirError(f"{path} cannot be read ({e}); the run there is left as it is. "
-                       f"{fixes(workdir)}.") from e
+    raise WorkdirError(
+      f"{path} cannot be read ({e}); the run there is left as it is. {fixes(workdir)}."
+    ) from e
 
 
-def changes(before: dict[str, Any], now: dict[str, Any],
-            defaults: dict[str, Any]) -> list[str]:
+def changes(before: dict[str, Any], now: dict[str, Any], defaults: dict[str, Any]) -> list[str]:
   """'key: old -> new' for every key that differs and can change results.
 
   A key absent from `before` and at its default now is the behaviour that run had (a

@@ -12,12 +12,14 @@ import fedjax_compress
 def main(argv: Sequence[str] | None = None) -> int:
   """Prints the version for `python -m fedjax_compress --version`."""
   parser = argparse.ArgumentParser(
-      prog="python -m fedjax_compress",
-      description="fedjax_compress: communication-efficient federated learning in JAX/Flax.",
-      epilog="Experiments: python -m experiments.main --config=configs/default.py "
-             "--workdir=DIR (from a checkout); plots: python -m experiments.plot --workdirs=A,B --out=PREFIX.")
-  parser.add_argument("--version", action="version",
-                      version=f"fedjax_compress {fedjax_compress.__version__}")
+    prog="python -m fedjax_compress",
+    description="fedjax_compress: communication-efficient federated learning in JAX/Flax.",
+    epilog="Experiments: python -m experiments.main --config=configs/default.py "
+    "--workdir=DIR (from a checkout); plots: python -m experiments.plot --workdirs=A,B --out=PREFIX.",
+  )
+  parser.add_argument(
+    "--version", action="version", version=f"fedjax_compress {fedjax_compress.__version__}"
+  )
   parser.parse_args(argv)
   parser.print_help()
   return 0

@@ -18,19 +18,22 @@ NONE = "none"
 EXAMPLES = ("sgd", "adam", "adamw", "adagrad", "yogi", "lamb", "lion", "rmsprop")
 
 
-def create_optimizer(name: str, arguments: Mapping[str, Any] | None = None
-                     ) -> optax.GradientTransformation | None:
+def create_optimizer(
+  name: str, arguments: Mapping[str, Any] | None = None
+) -> optax.GradientTransformation | None:
   """`optax.<name>(**arguments)`, or None for "none" (which takes no arguments)."""
   arguments = dict(arguments or {})
   if name == NONE:
     if arguments:
-      raise ComponentError(f"optimizer 'none' takes no arguments; remove "
-                           f"{', '.join(sorted(arguments))}.")
+      raise ComponentError(
+        f"optimizer 'none' takes no arguments; remove {', '.join(sorted(arguments))}."
+      )
     return None
   factory = getattr(optax, name, None) if isinstance(name, str) else None
   if factory is None or name.startswith("_") or not _returns_transformation(factory):
-    raise ComponentError(f"unknown optimizer {name!r}: use the name of an optax optimizer, "
-                         f"e.g. {', '.join(EXAMPLES)}.")
+    raise ComponentError(
+      f"unknown optimizer {name!r}: use the name of an optax optimizer, e.g. {', '.join(EXAMPLES)}."
+    )
   return factory(**check_arguments(f"optimizer {name!r} (optax.{name})", factory, arguments))
 
 

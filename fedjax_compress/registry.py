@@ -38,8 +38,12 @@ def signature_arguments(factory: Callable[..., Any]) -> tuple[list[str], list[st
   return names, required, var_kw
 
 
-def check_arguments(what: str, factory: Callable[..., Any], arguments: Mapping[str, Any],
-                    context: Mapping[str, Any] = ()) -> dict[str, Any]:
+def check_arguments(
+  what: str,
+  factory: Callable[..., Any],
+  arguments: Mapping[str, Any],
+  context: Mapping[str, Any] | tuple[()] = (),
+) -> dict[str, Any]:
   """The keyword arguments to call `factory` with: `arguments` plus the context it names.
 
   Raises `ComponentError` for an argument the factory does not take, a context argument
@@ -50,19 +54,21 @@ def check_arguments(what: str, factory: Callable[..., Any], arguments: Mapping[s
   context = dict(context)
   for key in arguments:
     if key in context:
-      raise ComponentError(f"{key!r} is set by the run, not by the {what} component: "
-                           f"remove it.")
+      raise ComponentError(f"{key!r} is set by the run, not by the {what} component: remove it.")
     if key not in names and not var_kw:
       hint = difflib.get_close_matches(key, names, n=1)
       takes = ", ".join(n for n in names if n not in context) or "no arguments"
-      raise ComponentError(f"{key!r} is not an argument of {what}"
-                           f"{f' (did you mean {hint[0]!r}?)' if hint else ''}; it takes: "
-                           f"{takes}.")
+      raise ComponentError(
+        f"{key!r} is not an argument of {what}"
+        f"{f' (did you mean {hint[0]!r}?)' if hint else ''}; it takes: "
+        f"{takes}."
+      )
   kwargs = {**{k: v for k, v in context.items() if k in names}, **arguments}
   missing = [n for n in required if n not in kwargs]
   if missing:
-    raise ComponentError(f"{what} needs {', '.join(repr(m) for m in missing)}: set "
-                         f"{' and '.join(missing)}.")
+    raise ComponentError(
+      f"{what} needs {', '.join(repr(m) for m in missing)}: set {' and '.join(missing)}."
+    )
   return kwargs
 
 
@@ -84,8 +90,9 @@ class Registry(Generic[T]):
     if factory is None:
       return lambda f: self.register(name, f)
     if not callable(factory):
-      raise TypeError(f"register a callable that returns a {self.kind}; got "
-                      f"{type(factory).__name__}.")
+      raise TypeError(
+        f"register a callable that returns a {self.kind}; got {type(factory).__name__}."
+      )
     self._factories[name] = factory
     return factory
 
@@ -99,13 +106,15 @@ class Registry(Generic[T]):
     if name not in self._factories:
       hint = difflib.get_close_matches(str(name), self._factories, n=1)
       raise ComponentError(
-          f"unknown {self.kind} {name!r}{f' (did you mean {hint[0]!r}?)' if hint else ''}; "
-          f"valid names: {', '.join(self.names())} (register others with "
-          f"register_{self.kind.replace(' ', '_')} and --config.imports).")
+        f"unknown {self.kind} {name!r}{f' (did you mean {hint[0]!r}?)' if hint else ''}; "
+        f"valid names: {', '.join(self.names())} (register others with "
+        f"register_{self.kind.replace(' ', '_')} and --config.imports)."
+      )
     return self._factories[name]
 
-  def bind(self, name: str, arguments: Mapping[str, Any] | None = None,
-           **context: Any) -> Callable[[], T]:
+  def bind(
+    self, name: str, arguments: Mapping[str, Any] | None = None, **context: Any
+  ) -> functools.partial[T]:
     """`factory` with `arguments` and the context it names, checked, not yet called.
 
     Configs bind every component before any work, so that a wrong key stops the run
@@ -113,13 +122,15 @@ class Registry(Generic[T]):
     """
     unknown = set(context) - set(self.context)
     if unknown:
-      raise TypeError(f"{sorted(unknown)} are not context arguments of the {self.kind} "
-                      f"registry ({list(self.context)}).")
+      raise TypeError(
+        f"{sorted(unknown)} are not context arguments of the {self.kind} "
+        f"registry ({list(self.context)})."
+      )
     factory = self.factory(name)
-    return functools.partial(factory, **check_arguments(f"{self.kind} {name!r}", factory,
-                                                        arguments or {}, context))
+    return functools.partial(
+      factory, **check_arguments(f"{self.kind} {name!r}", factory, arguments or {}, context)
+    )
 
-  def create(self, name: str, arguments: Mapping[str, Any] | None = None,
-             **context: Any) -> T:
+  def create(self, name: str, arguments: Mapping[str, Any] | None = None, **context: Any) -> T:
     """`factory(**arguments, **context it names)`, the arguments checked first."""
     return self.bind(name, arguments, **context)()

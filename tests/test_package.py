@@ -19,15 +19,22 @@ def test_version_is_pep440():
   assert re.fullmatch(r"\d+\.\d+\.\d+(\.dev\d+|rc\d+)?", fedjax_compress.__version__)
 
 
+@pytest.mark.slow
 def test_python_m_fedjax_compress_version():
-  result = subprocess.run([sys.executable, "-m", "fedjax_compress", "--version"],
-                          capture_output=True, text=True, cwd=REPO, timeout=60)
+  result = subprocess.run(
+    [sys.executable, "-m", "fedjax_compress", "--version"],
+    capture_output=True,
+    text=True,
+    cwd=REPO,
+    timeout=60,
+  )
   assert result.returncode == 0, result.stderr
   assert result.stdout.strip() == f"fedjax_compress {fedjax_compress.__version__}"
 
 
 def test_python_m_fedjax_compress_help(capsys):
   from fedjax_compress import __main__
+
   assert __main__.main([]) == 0
   assert "python -m experiments.main" in capsys.readouterr().out
 
@@ -57,8 +64,10 @@ def test_every_requirement_has_a_bounded_version_range(setup_kwargs):
     assert ops & {">=", "~=", "=="} and ops & {"<", "~=", "=="}, f"{text!r} needs a range"
 
 
+@pytest.mark.slow
 def test_setup_py_version_command():
-  result = subprocess.run([sys.executable, "setup.py", "--version"], capture_output=True,
-                          text=True, cwd=REPO, timeout=120)
+  result = subprocess.run(
+    [sys.executable, "setup.py", "--version"], capture_output=True, text=True, cwd=REPO, timeout=120
+  )
   assert result.returncode == 0, result.stderr
   assert result.stdout.strip().splitlines()[-1] == fedjax_compress.__version__

@@ -11,20 +11,35 @@ key derived from the round, which clients can reproduce, so it costs no bits.
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
 
-from fedjax_compress.aggregators.core import measured_bits, payload_bits
-from fedjax_compress.aggregators.encoded import Policy, common_key, leaf_codecs, stage_policy
-from fedjax_compress.aggregators.stages import Spec, Stage
+from fedjax_compress.aggregators.encoded import (
+  Policy,
+  common_key,
+  decode_leaf,
+  encode_leaf,
+  leaf_codecs,
+  stage_policy,
+)
+from fedjax_compress.compression.base import Spec, Stage
+from fedjax_compress.compression.bits import payload_bits
+from fedjax_compress.streams import PRIVATE_STREAM
+
+
+class SendFn(Protocol):
+  """`send(params, key) -> (received, bits)`."""
+
+  def __call__(self, params: Any, key: jax.Array, /) -> tuple[Any, jax.Array]: ...
 
 
 class Broadcast(NamedTuple):
   """`send(params, key) -> (received, bits)`: the model as clients decode it, and the
   int32 bits of the message each client downloads."""
-  send: Callable[[Any, jax.Array], tuple[Any, jax.Array]]
+
+  send: SendFn
 
 
 def float32_broadcast() -> Broadcast:
@@ -37,8 +52,10 @@ def encoded_broadcast(stage: Stage | Policy, *, threshold: int = 0) -> Broadcast
 
   The stage must not be adaptive (no `update`): its state would have to travel too.
   """
-  adaptive_message = ("Adaptive stages (with `update`) cannot encode the broadcast: "
-                      "their state would have to be broadcast as well.")
+  adaptive_message = (
+    "Adaptive stages (with `update`) cannot encode the broadcast: "
+    "their state would have to be broadcast as well."
+  )
   if isinstance(stage, Stage) and stage.update is not None:
     raise ValueError(adaptive_message)  # A policy's stages are known only per leaf, in `send`.
   policy = stage_policy("encoded_broadcast", stage, threshold)
@@ -51,11 +68,11 @@ def encoded_broadcast(stage: Stage | Policy, *, threshold: int = 0) -> Broadcast
       if codec.stage.update is not None:
         raise ValueError(adaptive_message)
       state = codec.stage.init(codec.spec)
-      shared = common_key(key, i)
-      enc = codec.stage.encode(state, leaf, jax.random.fold_in(jax.random.fold_in(key, 0), i),
-                               shared)
-      bits = bits + measured_bits(enc)
-      received.append(codec.stage.decode(state, enc, codec.spec, shared))
+      shared = common_key(key, i)  # the clients derive it too
+      private = jax.random.fold_in(jax.random.fold_in(key, PRIVATE_STREAM), i)  # the server's
+      enc, leaf_bits = encode_leaf(codec, state, leaf, private, shared)
+      bits = bits + leaf_bits
+      received.append(decode_leaf(codec, state, enc, shared))
     return treedef.unflatten(received), bits
 
   return Broadcast(send)

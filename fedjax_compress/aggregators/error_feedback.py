@@ -2,7 +2,7 @@
 
 Each client keeps a row of state across rounds, in the client-state table that the
 process keeps beside the server state (keyed by client id, gathered for the round's
-clients and scattered back; see `learning.fed_avg`). With `C` the client's
+clients and scattered back; see `learning.rounds.fold`). With `C` the client's
 encode-then-decode through `stage`:
 
 - `"ef"` (error feedback, Seide et al. 2014; Karimireddy et al. 2019): the row is the
@@ -19,30 +19,49 @@ server's sum equals the sum of what clients decoded. Rows are stored in
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 
-from fedjax_compress.aggregators.core import (UPLINK_BITS, Aggregator, measured_bits,
-                                              set_clients, sum_over_clients, zero_bits)
-from fedjax_compress.aggregators.encoded import (Policy, client_keys, decode_clients,
-                                                 encode_clients, leaf_codecs, stage_policy)
-from fedjax_compress.aggregators.stages import Spec, Stage
+from fedjax_compress.aggregators.base import (
+  UPLINK_BITS,
+  Aggregator,
+  Measurements,
+  PyTree,
+  set_clients,
+  sum_over_clients,
+  zero_bits,
+)
+from fedjax_compress.aggregators.encoded import Policy, leaf_codecs, send_clients, stage_policy
+from fedjax_compress.compression.base import Spec, Stage
 
 KINDS = ("ef", "ef21")
 
 
-def error_feedback(stage: Stage | Policy, *, threshold: int = 0, kind: str = "ef",
-                   storage_dtype=jnp.float32) -> Aggregator:
+class ErrorFeedbackPartial(NamedTuple):
+  """`error_feedback`'s partial result."""
+
+  sum: PyTree  # float32: the sum of what the clients' messages decode to (`ef21`: their g)
+  row_sq: jax.Array  # float32 [num_clients]: the squared norm of each client's new row
+  bits: Measurements
+
+
+def error_feedback(
+  stage: Stage | Policy, *, threshold: int = 0, kind: str = "ef", storage_dtype=jnp.float32
+) -> Aggregator:
   """A sum of client updates sent through `stage` with error feedback of `kind`.
 
-  Use it where `encoded_sum` goes, e.g. `mean(error_feedback(eden(1)))`. Leaves at or
+  Use it where `encoded_sum` goes, e.g. `float32_mean(error_feedback(eden(1)))`. Leaves at or
   under `threshold` elements travel as float32 (their residual stays zero).
   """
   if kind not in KINDS:
     raise ValueError(f"error feedback kind={kind!r}; valid: {KINDS}.")
   if not jnp.issubdtype(storage_dtype, jnp.floating):
-    raise ValueError(f"storage_dtype={storage_dtype!r} must be a floating dtype (float32, "
-                     f"bfloat16, float16): rows hold real-valued residuals.")
+    raise ValueError(
+      f"storage_dtype={storage_dtype!r} must be a floating dtype (float32, "
+      f"bfloat16, float16): rows hold real-valued residuals."
+    )
   adaptive_message = "error_feedback does not support adaptive stages (with `update`)."
   if isinstance(stage, Stage) and stage.update is not None:
     raise ValueError(adaptive_message)  # A policy's stages are known only per leaf, in `init`.
@@ -60,8 +79,11 @@ def error_feedback(stage: Stage | Policy, *, threshold: int = 0, kind: str = "ef
     return jax.tree.map(lambda x: jnp.zeros(x.shape, storage_dtype), template)
 
   def start(state, spec, num_clients):
-    return {"sum": jax.tree.map(lambda s: jnp.zeros(s.shape, jnp.float32), spec),
-            "row_sq": jnp.zeros((num_clients,), jnp.float32), "bits": zero_bits(num_clients)}
+    return ErrorFeedbackPartial(
+      jax.tree.map(lambda s: jnp.zeros(s.shape, jnp.float32), spec),
+      jnp.zeros((num_clients,), jnp.float32),
+      zero_bits(num_clients),
+    )
 
   def accumulate(state, partial, updates, weights, clients, key):
     one_client = jax.tree.map(lambda x: Spec(x.shape[1:], x.dtype), updates)
@@ -69,30 +91,39 @@ def error_feedback(stage: Stage | Policy, *, threshold: int = 0, kind: str = "ef
     bits = jnp.zeros(weights.shape, jnp.int32)
     row_sq = jnp.zeros(weights.shape, jnp.float32)
     sums, rows = [], []
-    for i, (codec, leaf_state, x, row, total) in enumerate(zip(
-        codecs, state, treedef.flatten_up_to(updates), treedef.flatten_up_to(clients.states),
-        treedef.flatten_up_to(partial["sum"]))):
+    for i, (codec, leaf_state, x, row, total) in enumerate(
+      zip(
+        codecs,
+        state,
+        treedef.flatten_up_to(updates),
+        treedef.flatten_up_to(clients.states),
+        treedef.flatten_up_to(partial.sum),
+      )
+    ):
       row = row.astype(jnp.float32)
       target = x + row if kind == "ef" else x - row
-      private, shared = client_keys(key, i, clients.index)
-      enc = encode_clients(codec, leaf_state, target, private, shared)
-      bits = bits + jax.vmap(measured_bits)(enc)
-      sent = decode_clients(codec, leaf_state, enc, shared)
-      new_row, contribution = ((target - sent, sent) if kind == "ef"
-                               else (row + sent, row + sent))
+      message = send_clients(codec, leaf_state, target, key, i, clients.index)
+      bits = bits + message.bits
+      sent = message.decoded
+      new_row, contribution = (target - sent, sent) if kind == "ef" else (row + sent, row + sent)
       sums.append(total + sum_over_clients(contribution))
       rows.append(new_row.astype(storage_dtype))
-      row_sq = row_sq + jnp.sum(new_row.reshape(new_row.shape[0], -1)**2, axis=1)
-    uplink = set_clients(partial["bits"][UPLINK_BITS], clients.index, bits)
-    new_partial = {"sum": treedef.unflatten(sums),
-                   "row_sq": set_clients(partial["row_sq"], clients.index, row_sq),
-                   "bits": {**partial["bits"], UPLINK_BITS: uplink}}
+      row_sq = row_sq + jnp.sum(new_row.reshape(new_row.shape[0], -1) ** 2, axis=1)
+    uplink = set_clients(partial.bits[UPLINK_BITS], clients.index, bits)
+    new_partial = ErrorFeedbackPartial(
+      treedef.unflatten(sums),
+      set_clients(partial.row_sq, clients.index, row_sq),
+      {**partial.bits, UPLINK_BITS: uplink},
+    )
     return new_partial, treedef.unflatten(rows)
 
   def finish(state, partial, spec, key):
-    measurements = {**partial["bits"],
-                    f"error_feedback/mean_{'residual' if kind == 'ef' else 'estimate'}_norm":
-                        jnp.mean(jnp.sqrt(partial["row_sq"]))}
-    return partial["sum"], state, measurements
+    measurements = {
+      **partial.bits,
+      f"error_feedback/mean_{'residual' if kind == 'ef' else 'estimate'}_norm": jnp.mean(
+        jnp.sqrt(partial.row_sq)
+      ),
+    }
+    return partial.sum, state, measurements
 
   return Aggregator(init, start, accumulate, finish, client_init)

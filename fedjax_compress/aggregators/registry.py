@@ -26,36 +26,64 @@ from typing import Any, Callable, Mapping
 
 import jax.numpy as jnp
 
-from fedjax_compress.aggregators import arguments as check
-from fedjax_compress.aggregators import presets, quantize, rotation
-from fedjax_compress.aggregators import stages as stage_lib
-from fedjax_compress.aggregators import (adaptive, dither, eden_quantize, entropy, lloyd,
-                                         norm_quantize, one_bit, sparsify, ternary)
+from fedjax_compress.aggregators import presets
+from fedjax_compress.aggregators.base import Aggregator, check_accounting
 from fedjax_compress.aggregators.broadcast import Broadcast, encoded_broadcast, float32_broadcast
-from fedjax_compress.aggregators.core import Aggregator, check_accounting
-from fedjax_compress.aggregators.encoded import encoded_mean, mean, sum as sum_aggregator
+from fedjax_compress.aggregators.encoded import encoded_mean, float32_mean, float32_sum
 from fedjax_compress.aggregators.error_feedback import KINDS as ERROR_FEEDBACK_KINDS
 from fedjax_compress.aggregators.error_feedback import error_feedback as with_error_feedback
-from fedjax_compress.aggregators.stages import Stage
+from fedjax_compress.compression import arguments as check
+from fedjax_compress.compression.adaptive_quantize import adaptive_quantize
+from fedjax_compress.compression.base import Stage, flatten, identity
+from fedjax_compress.compression.bitpack import bitpack
+from fedjax_compress.compression.chain import chain
+from fedjax_compress.compression.dithered import dithered, dithered_codes
+from fedjax_compress.compression.drive import drive
+from fedjax_compress.compression.eden import eden
+from fedjax_compress.compression.entropy_code import entropy_code
+from fedjax_compress.compression.hadamard import hadamard
+from fedjax_compress.compression.lloyd_max import lloyd_max
+from fedjax_compress.compression.qsgd import qsgd
+from fedjax_compress.compression.rand_k import rand_k
+from fedjax_compress.compression.scaled_sign import scaled_sign
+from fedjax_compress.compression.terngrad import terngrad
+from fedjax_compress.compression.top_k import top_k
+from fedjax_compress.compression.uniform_quantize import quantize_codes, uniform_quantize
 from fedjax_compress.registry import Registry, check_arguments
 
 STORAGE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 stage_registry: Registry[Stage] = Registry("stage")
 aggregator_registry: Registry[Aggregator] = Registry(
-    "aggregator", context=("accounting", "clients_per_round", "num_clients", "rounds"))
+  "aggregator", context=("accounting", "clients_per_round", "num_clients", "rounds")
+)
 broadcast_registry: Registry[Broadcast] = Registry("broadcast")
 
-for _factory in (stage_lib.identity, stage_lib.flatten, rotation.hadamard,
-                 quantize.uniform_quantize, quantize.quantize_codes, quantize.bitpack,
-                 one_bit.drive, eden_quantize.eden,
-                 norm_quantize.qsgd, ternary.terngrad, one_bit.scaled_sign, sparsify.top_k,
-                 sparsify.rand_k, dither.dithered, dither.dithered_codes, lloyd.lloyd_max,
-                 entropy.entropy_code, adaptive.adaptive_quantize):
+for _factory in (
+  identity,
+  flatten,
+  hadamard,
+  uniform_quantize,
+  quantize_codes,
+  bitpack,
+  drive,
+  eden,
+  qsgd,
+  terngrad,
+  scaled_sign,
+  top_k,
+  rand_k,
+  dithered,
+  dithered_codes,
+  lloyd_max,
+  entropy_code,
+  adaptive_quantize,
+):
   stage_registry.register(_factory.__name__, _factory)
 
 
 # Stages.
+
 
 def register_stage(name: str, factory: Callable[..., Stage] | None = None):
   """Makes `factory(**kwargs) -> Stage` available to configs as `name(kwargs...)`.
@@ -71,43 +99,52 @@ def stage_names() -> list[str]:
 
 
 def parse_stages(spec: str) -> Stage:
-  """"hadamard,uniform_quantize(bits=2)" -> chain(hadamard(), uniform_quantize(bits=2)).
+  """ "hadamard,uniform_quantize(bits=2)" -> chain(hadamard(), uniform_quantize(bits=2)).
 
   Raises `ValueError` naming the problem: a stage not registered, an argument its
   factory does not take (and those it does), a value out of range, parts that do not fit.
   """
   if not isinstance(spec, str):
-    raise ValueError(f"stages={spec!r} is invalid: it must be a string such as "
-                     f"'hadamard,uniform_quantize(bits=2)'.")
+    raise ValueError(
+      f"stages={spec!r} is invalid: it must be a string such as "
+      f"'hadamard,uniform_quantize(bits=2)'."
+    )
+  unreadable = f"Cannot parse stages {spec!r}: write e.g. 'hadamard,uniform_quantize(bits=2)'."
   try:
     tree = ast.parse(f"[{spec}]", mode="eval").body
   except SyntaxError as e:
-    raise ValueError(f"Cannot parse stages {spec!r}: write e.g. "
-                     f"'hadamard,uniform_quantize(bits=2)'.") from e
+    raise ValueError(unreadable) from e
+  if not isinstance(tree, ast.List):  # e.g. "a][0": a subscript of a list
+    raise ValueError(unreadable)
   parts = []
   for node in tree.elts:
     name, kwargs = _call(node, spec)
     if name not in stage_registry:
       hint = difflib.get_close_matches(name, stage_names(), n=1)
-      raise ValueError(f"Unknown stage {name!r} in {spec!r}"
-                       f"{f' (did you mean {hint[0]!r}?)' if hint else ''}; valid names: "
-                       f"{', '.join(stage_names())} (register others with "
-                       f"aggregators.register_stage and --config.imports).")
+      raise ValueError(
+        f"Unknown stage {name!r} in {spec!r}"
+        f"{f' (did you mean {hint[0]!r}?)' if hint else ''}; valid names: "
+        f"{', '.join(stage_names())} (register others with "
+        f"aggregators.register_stage and --config.imports)."
+      )
     factory = stage_registry.factory(name)
     parts.append(factory(**check_arguments(f"stage {name!r}", factory, kwargs)))
-  return stage_lib.chain(*parts)
+  return chain(*parts)
 
 
 def _call(node, spec) -> tuple[str, dict[str, Any]]:
   if isinstance(node, ast.Name):
     return node.id, {}
   if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and not node.args:
-    try:
-      return node.func.id, {kw.arg: ast.literal_eval(kw.value) for kw in node.keywords}
-    except ValueError as e:
-      raise ValueError(f"Stage arguments in {spec!r} must be literals.") from e
-  raise ValueError(f"Cannot read stage {ast.unparse(node)!r} in {spec!r}: use name or "
-                   f"name(key=value, ...).")
+    keywords = {kw.arg: kw.value for kw in node.keywords if kw.arg is not None}
+    if len(keywords) == len(node.keywords):  # no `**mapping`
+      try:
+        return node.func.id, {k: ast.literal_eval(v) for k, v in keywords.items()}
+      except ValueError as e:
+        raise ValueError(f"Stage arguments in {spec!r} must be literals.") from e
+  raise ValueError(
+    f"Cannot read stage {ast.unparse(node)!r} in {spec!r}: use name or name(key=value, ...)."
+  )
 
 
 def _stage(owner: str, stages_spec: str | Stage) -> Stage:
@@ -115,12 +152,12 @@ def _stage(owner: str, stages_spec: str | Stage) -> Stage:
   if isinstance(stages_spec, Stage):
     return stages_spec
   if not stages_spec:
-    raise ValueError(f"{owner} needs stages, e.g. "
-                     f"stages='hadamard,uniform_quantize(bits=2)'.")
+    raise ValueError(f"{owner} needs stages, e.g. stages='hadamard,uniform_quantize(bits=2)'.")
   return parse_stages(stages_spec)
 
 
 # Aggregators.
+
 
 def register_aggregator(name: str, factory: Callable[..., Aggregator] | None = None):
   """Makes `factory(**kwargs) -> Aggregator` available to configs by `name`.
@@ -137,9 +174,15 @@ def aggregator_names() -> list[str]:
   return aggregator_registry.names()
 
 
-def create_aggregator(name: str, arguments: Mapping[str, Any] | None = None, *,
-                      accounting: str = "exact", clients_per_round: int = 1,
-                      num_clients: int | None = None, rounds: int | None = None) -> Aggregator:
+def create_aggregator(
+  name: str,
+  arguments: Mapping[str, Any] | None = None,
+  *,
+  accounting: str = "exact",
+  clients_per_round: int = 1,
+  num_clients: int | None = None,
+  rounds: int | None = None,
+) -> Aggregator:
   """The aggregator registered as `name`, built from a config's `arguments`.
 
   E.g. `create_aggregator("encoded_mean", {"stages": "hadamard,eden(bits=2)"})`. The
@@ -148,36 +191,50 @@ def create_aggregator(name: str, arguments: Mapping[str, Any] | None = None, *,
   that name them (the private ones account with the last two).
   """
   check_accounting(accounting)
-  return aggregator_registry.create(name, arguments, accounting=accounting,
-                                    clients_per_round=clients_per_round,
-                                    num_clients=num_clients, rounds=rounds)
+  return aggregator_registry.create(
+    name,
+    arguments,
+    accounting=accounting,
+    clients_per_round=clients_per_round,
+    num_clients=num_clients,
+    rounds=rounds,
+  )
 
 
 def _robust(agg: Aggregator, zeroing: bool, clipping: bool, accounting: str) -> Aggregator:
-  return presets.robust_aggregator(zeroing=zeroing, clipping=clipping, inner=agg,
-                                   accounting=accounting)
+  return presets.robust_aggregator(
+    zeroing=zeroing, clipping=clipping, inner=agg, accounting=accounting
+  )
 
 
 @register_aggregator("mean")
-def mean_aggregator(weighted: bool = True, zeroing: bool = False, clipping: bool = False, *,
-                    accounting: str = "exact") -> Aggregator:
+def mean_aggregator(
+  weighted: bool = True, zeroing: bool = False, clipping: bool = False, *, accounting: str = "exact"
+) -> Aggregator:
   """The float32 mean, optionally inside TFF's adaptive zeroing and clipping."""
-  return _robust(mean(weighted=weighted), zeroing, clipping, accounting)
+  return _robust(float32_mean(weighted=weighted), zeroing, clipping, accounting)
 
 
 @register_aggregator("sum")
-def sum_aggregator_factory(zeroing: bool = False, clipping: bool = False, *,
-                           accounting: str = "exact") -> Aggregator:
+def sum_aggregator_factory(
+  zeroing: bool = False, clipping: bool = False, *, accounting: str = "exact"
+) -> Aggregator:
   """The float32 unweighted sum, optionally inside zeroing and clipping."""
-  return _robust(sum_aggregator(), zeroing, clipping, accounting)
+  return _robust(float32_sum(), zeroing, clipping, accounting)
 
 
 @register_aggregator("encoded_mean")
-def encoded_mean_aggregator(stages: str | Stage, threshold: int = 20_000,
-                            weighted: bool = True, error_feedback: str = "",
-                            client_state_dtype: str = "float32", zeroing: bool = False,
-                            clipping: bool = False, *,
-                            accounting: str = "exact") -> Aggregator:
+def encoded_mean_aggregator(
+  stages: str | Stage,
+  threshold: int = 20_000,
+  weighted: bool = True,
+  error_feedback: str = "",
+  client_state_dtype: str = "float32",
+  zeroing: bool = False,
+  clipping: bool = False,
+  *,
+  accounting: str = "exact",
+) -> Aggregator:
   """The mean of updates sent through `stages` (a spec string), leaves above `threshold`.
 
   `error_feedback` ("ef" or "ef21") sends them with error feedback, its per-client rows
@@ -188,24 +245,34 @@ def encoded_mean_aggregator(stages: str | Stage, threshold: int = 20_000,
   check.choice(owner, "error_feedback", error_feedback, ["", *ERROR_FEEDBACK_KINDS])
   check.choice(owner, "client_state_dtype", client_state_dtype, list(STORAGE_DTYPES))
   if client_state_dtype != "float32" and not error_feedback:
-    raise ValueError(f"client_state_dtype={client_state_dtype!r} stores error feedback's "
-                     f"rows: set error_feedback too, or leave it at 'float32'.")
+    raise ValueError(
+      f"client_state_dtype={client_state_dtype!r} stores error feedback's "
+      f"rows: set error_feedback too, or leave it at 'float32'."
+    )
   stage = _stage(owner, stages)
   if error_feedback:
-    agg = mean(with_error_feedback(stage, threshold=threshold, kind=error_feedback,
-                                   storage_dtype=STORAGE_DTYPES[client_state_dtype]),
-               weighted=weighted)
+    agg = float32_mean(
+      with_error_feedback(
+        stage,
+        threshold=threshold,
+        kind=error_feedback,
+        storage_dtype=STORAGE_DTYPES[client_state_dtype],
+      ),
+      weighted=weighted,
+    )
   else:
     agg = encoded_mean(stage, threshold=threshold, weighted=weighted)
   return _robust(agg, zeroing, clipping, accounting)
 
 
 @register_aggregator("compression")
-def compression_aggregator_factory(bits: int = 8, threshold: int = 20_000, weighted: bool = True,
-                                   *, accounting: str = "exact") -> Aggregator:
+def compression_aggregator_factory(
+  bits: int = 8, threshold: int = 20_000, weighted: bool = True, *, accounting: str = "exact"
+) -> Aggregator:
   """TFF's `compression_aggregator`: zeroing(clipping(mean of `bits`-bit quantized leaves))."""
-  return presets.compression_aggregator(weighted=weighted, bits=bits, threshold=threshold,
-                                        accounting=accounting)
+  return presets.compression_aggregator(
+    weighted=weighted, bits=bits, threshold=threshold, accounting=accounting
+  )
 
 
 @register_aggregator("robust")
@@ -215,45 +282,78 @@ def robust_aggregator_factory(weighted: bool = True, *, accounting: str = "exact
 
 
 @register_aggregator("dp")
-def dp_aggregator_factory(noise_multiplier: float | None = None, clip_norm: float = 0.1,
-                          target_epsilon: float | None = None, delta: float = 1e-5, *,
-                          clients_per_round: int = 1, num_clients: int | None = None,
-                          rounds: int | None = None,
-                          accounting: str = "exact") -> Aggregator:
+def dp_aggregator_factory(
+  noise_multiplier: float | None = None,
+  clip_norm: float = 0.1,
+  target_epsilon: float | None = None,
+  delta: float = 1e-5,
+  *,
+  clients_per_round: int = 1,
+  num_clients: int | None = None,
+  rounds: int | None = None,
+  accounting: str = "exact",
+) -> Aggregator:
   """Central DP (DP-FedAvg; `presets.dp_aggregator`) over the run's cohort size.
 
   Give `noise_multiplier` or `target_epsilon` (calibrated for the run's population and
   rounds); a run logs epsilon at `delta` round by round.
   """
   if noise_multiplier is None and target_epsilon is None:
-    raise ValueError("aggregator 'dp' needs noise_multiplier (e.g. 1.0) or target_epsilon "
-                     "(e.g. 8.0).")
-  return presets.dp_aggregator(noise_multiplier, clients_per_round, clip_norm=clip_norm,
-                               accounting=accounting, target_epsilon=target_epsilon,
-                               delta=delta, num_clients=num_clients, rounds=rounds)
+    raise ValueError(
+      "aggregator 'dp' needs noise_multiplier (e.g. 1.0) or target_epsilon (e.g. 8.0)."
+    )
+  return presets.dp_aggregator(
+    noise_multiplier,
+    clients_per_round,
+    clip_norm=clip_norm,
+    accounting=accounting,
+    target_epsilon=target_epsilon,
+    delta=delta,
+    num_clients=num_clients,
+    rounds=rounds,
+  )
 
 
 def _distributed(mechanism: str):
-  def factory(bits: int | str = "auto", clip_norm: float = 0.1,
-              noise_multiplier: float | None = None,
-              target_epsilon: float | None = None, delta: float = 1e-5,
-              failure_probability: float = 1e-6, *, clients_per_round: int = 1,
-              num_clients: int | None = None, rounds: int | None = None) -> Aggregator:
+  def factory(
+    bits: int | str = "auto",
+    clip_norm: float = 0.1,
+    noise_multiplier: float | None = None,
+    target_epsilon: float | None = None,
+    delta: float = 1e-5,
+    failure_probability: float = 1e-6,
+    *,
+    clients_per_round: int = 1,
+    num_clients: int | None = None,
+    rounds: int | None = None,
+  ) -> Aggregator:
     if noise_multiplier is None and target_epsilon is None:
-      raise ValueError(f"aggregator {mechanism!r} needs noise_multiplier (e.g. 1.0) or "
-                       f"target_epsilon (e.g. 8.0).")
+      raise ValueError(
+        f"aggregator {mechanism!r} needs noise_multiplier (e.g. 1.0) or target_epsilon (e.g. 8.0)."
+      )
     from fedjax_compress.privacy.distributed import distributed_dp  # pylint: disable=import-outside-toplevel
-    return distributed_dp(mechanism, clip_norm=clip_norm, bits=bits,
-                          clients_per_round=clients_per_round,
-                          noise_multiplier=noise_multiplier, target_epsilon=target_epsilon,
-                          delta=delta, num_clients=num_clients, rounds=rounds,
-                          failure_probability=failure_probability)
+
+    return distributed_dp(
+      mechanism,
+      clip_norm=clip_norm,
+      bits=bits,
+      clients_per_round=clients_per_round,
+      noise_multiplier=noise_multiplier,
+      target_epsilon=target_epsilon,
+      delta=delta,
+      num_clients=num_clients,
+      rounds=rounds,
+      failure_probability=failure_probability,
+    )
+
   factory.__name__ = f"{mechanism}_aggregator"
-  factory.__doc__ = (f"Distributed DP with {'discrete Gaussian' if mechanism == 'ddg' else 'Skellam'} "
-                     f"noise under secure aggregation (`privacy.distributed_dp`): each "
-                     f"client's update clipped, rotated, scaled, rounded, noised and sent in "
-                     f"Z_2^bits (\"auto\": the fewest bits whose rounding costs under 1% of the "
-                     f"sensitivity); `failure_probability` bounds a wrap-around a round.")
+  factory.__doc__ = (
+    f"Distributed DP with {'discrete Gaussian' if mechanism == 'ddg' else 'Skellam'} "
+    f"noise under secure aggregation (`privacy.distributed_dp`): each "
+    f"client's update clipped, rotated, scaled, rounded, noised and sent in "
+    f'Z_2^bits ("auto": the fewest bits whose rounding costs under 1% of the '
+    f"sensitivity); `failure_probability` bounds a wrap-around a round."
+  )
   return factory
 
 
@@ -262,6 +362,7 @@ register_aggregator("skellam", _distributed("skellam"))
 
 
 # Broadcasts.
+
 
 def register_broadcast(name: str, factory: Callable[..., Broadcast] | None = None):
   """Makes `factory(**kwargs) -> Broadcast` available to configs by `name` (or decorates)."""
@@ -273,8 +374,9 @@ def broadcast_names() -> list[str]:
   return broadcast_registry.names()
 
 
-def create_broadcast(name: str = "float32",
-                     arguments: Mapping[str, Any] | None = None) -> Broadcast:
+def create_broadcast(
+  name: str = "float32", arguments: Mapping[str, Any] | None = None
+) -> Broadcast:
   """The broadcast registered as `name`, built from a config's `arguments` (checked first).
 
   E.g. `create_broadcast("encoded", {"stages": "hadamard,eden(bits=4)"})`.

@@ -34,14 +34,17 @@ def client_arrays(x, y, num_classes: int, where: str) -> tuple[np.ndarray, np.nd
   if x.ndim == 0 or x.shape[0] != n:
     raise DataError(f"{where}: {0 if x.ndim == 0 else x.shape[0]} images but {n} labels.")
   if x.size != n * PIXELS:
-    raise DataError(f"{where}: images have shape {x.shape[1:]} ({x.size // n} pixels each), "
-                    f"expected {PIXELS} (28x28).")
+    raise DataError(
+      f"{where}: images have shape {x.shape[1:]} ({x.size // n} pixels each), "
+      f"expected {PIXELS} (28x28)."
+    )
   y = _labels(y, num_classes, where)
   x = x.reshape((n,) + IMAGE_SHAPE)
   lo, hi = float(x.min()), float(x.max())
   if not (lo >= 0.0 and hi <= 1.0):  # Also catches NaN.
-    raise DataError(f"{where}: pixel values span [{lo}, {hi}], expected [0, 1] "
-                    "(1.0 = white background).")
+    raise DataError(
+      f"{where}: pixel values span [{lo}, {hi}], expected [0, 1] (1.0 = white background)."
+    )
   return x, y
 
 

@@ -55,7 +55,7 @@ SPLITS = ("train", "test")
 # Recorded by FedJAX (`fedjax/datasets/cifar100.py`, `_TFF_SQLITE_COMPRESSED_HEXDIGEST`);
 # TFF publishes none. A mismatch warns; the SQLite structure is checked when read.
 _REFERENCE_SHA256 = {
-    TFF_BASE_URL + LZMA_NAME: "23d3916c9caa33395737ee560cc7cb77bbd05fc7b73647ee7be3a7e764172939",
+  TFF_BASE_URL + LZMA_NAME: "23d3916c9caa33395737ee560cc7cb77bbd05fc7b73647ee7be3a7e764172939",
 }
 _TABLES = ("examples", "client_metadata")
 _KINDS = {1: "bytes", 2: "float", 3: "int64"}  # Feature's oneof field numbers
@@ -66,11 +66,19 @@ def h5_name(split: str) -> str:
   return f"fed_cifar100_{split}.h5"
 
 
-def load_cifar100(split: str, *, data_dir: str | os.PathLike | None = None,
-                  cache_dir: str | os.PathLike | None = None, download: bool = True,
-                  base_url: str | None = None, crop_size: int = CROP_SIZE, distort: bool = True,
-                  normalize: bool = True, coarse_labels: bool = False,
-                  seed: int = 0) -> FederatedData:
+def load_cifar100(
+  split: str,
+  *,
+  data_dir: str | os.PathLike | None = None,
+  cache_dir: str | os.PathLike | None = None,
+  download: bool = True,
+  base_url: str | None = None,
+  crop_size: int = CROP_SIZE,
+  distort: bool = True,
+  normalize: bool = True,
+  coarse_labels: bool = False,
+  seed: int = 0,
+) -> FederatedData:
   """Loads one split of TFF's federated CIFAR-100, preprocessed as for Reddi et al.
 
   Args:
@@ -94,8 +102,10 @@ def load_cifar100(split: str, *, data_dir: str | os.PathLike | None = None,
   if split not in SPLITS:
     raise DataError(f"CIFAR-100 split must be 'train' or 'test', not {split!r}.")
   if type(crop_size) is not int or not 1 <= crop_size <= 32:  # bool is no size either
-    raise DataError(f"cifar100: crop_size={crop_size!r} is invalid: it must be an integer "
-                    "in [1, 32] (TFF's 24; 32 keeps whole images).")
+    raise DataError(
+      f"cifar100: crop_size={crop_size!r} is invalid: it must be an integer "
+      "in [1, 32] (TFF's 24; 32 keeps whole images)."
+    )
   path = _locate(split, data_dir, cache_dir, download, base_url)
   raw = read_h5(path) if path.suffix == ".h5" else read_sqlite(path, split)
   num_classes = NUM_COARSE_CLASSES if coarse_labels else NUM_CLASSES
@@ -103,13 +113,16 @@ def load_cifar100(split: str, *, data_dir: str | os.PathLike | None = None,
   for cid, (images, fine, coarse) in raw.items():
     rng = client_rng(seed, cid) if split == "train" and distort else None
     x = preprocess(images, crop_size=crop_size, rng=rng, normalize=normalize)
-    clients[cid] = (x, _labels(coarse if coarse_labels else fine, num_classes, f"{path}, "
-                               f"client {cid!r}"))
+    clients[cid] = (
+      x,
+      _labels(coarse if coarse_labels else fine, num_classes, f"{path}, client {cid!r}"),
+    )
   where = f"{path}:{split}" if path.suffix != ".h5" else str(path)
   return FederatedData(clients, num_classes, where)
 
 
 # --- preprocessing: pure functions of the images (and a generator) -------------------
+
 
 def client_rng(seed: int, client_id: str) -> np.random.Generator:
   """The generator of a training client's crops: a pure function of (seed, client)."""
@@ -120,12 +133,13 @@ def central_crop(images: np.ndarray, size: int) -> np.ndarray:
   """[n, H, W, C] -> [n, size, size, C], centred as `tf.image.resize_with_crop_or_pad`
   crops (offset (H - size) // 2)."""
   top, left = (images.shape[1] - size) // 2, (images.shape[2] - size) // 2
-  return images[:, top:top + size, left:left + size]
+  return images[:, top : top + size, left : left + size]
 
 
 def random_crop_flip(images: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
   """Each image cropped at a uniform random offset and flipped left-right with
   probability 1/2 (`tf.image.random_crop` then `tf.image.random_flip_left_right`)."""
+  n: int
   n, height, width = images.shape[:3]
   top = rng.integers(0, height - size + 1, n)
   left = rng.integers(0, width - size + 1, n)
@@ -147,12 +161,18 @@ def per_image_standardization(images: np.ndarray) -> np.ndarray:
   return ((x - mean) / np.maximum(std, floor)).astype(np.float32)
 
 
-def preprocess(images: np.ndarray, *, crop_size: int = CROP_SIZE,
-               rng: np.random.Generator | None = None, normalize: bool = True) -> np.ndarray:
+def preprocess(
+  images: np.ndarray,
+  *,
+  crop_size: int = CROP_SIZE,
+  rng: np.random.Generator | None = None,
+  normalize: bool = True,
+) -> np.ndarray:
   """uint8 [n, 32, 32, 3] -> float32 [n, crop_size, crop_size, 3]: a random crop and flip
   with `rng` (training), else the central crop; then standardized (or / 255)."""
-  cropped = (random_crop_flip(images, crop_size, rng) if rng is not None
-             else central_crop(images, crop_size))
+  cropped = (
+    random_crop_flip(images, crop_size, rng) if rng is not None else central_crop(images, crop_size)
+  )
   if normalize:
     return per_image_standardization(cropped)
   return cropped.astype(np.float32) / 255.0
@@ -161,12 +181,14 @@ def preprocess(images: np.ndarray, *, crop_size: int = CROP_SIZE,
 def _labels(y: np.ndarray, num_classes: int, where: str) -> np.ndarray:
   bad = np.flatnonzero((y < 0) | (y >= num_classes))
   if bad.size:
-    raise DataError(f"{where}: label {int(y[bad[0]])} (example {int(bad[0])}) is outside "
-                    f"[0, {num_classes}).")
+    raise DataError(
+      f"{where}: label {int(y[bad[0]])} (example {int(bad[0])}) is outside [0, {num_classes})."
+    )
   return y.astype(np.int32)
 
 
 # --- finding the file -----------------------------------------------------------------
+
 
 def _locate(split, data_dir, cache_dir, download, base_url) -> Path:
   """data_dir if given; else the cache; else a download into the cache."""
@@ -175,19 +197,28 @@ def _locate(split, data_dir, cache_dir, download, base_url) -> Path:
   if data_dir is not None:
     folder = Path(data_dir).expanduser()
     if not folder.is_dir():
-      raise DataError(f"cifar100: data_dir {folder} is not a folder; pass the folder that "
-                      f"holds {wanted}.")
+      raise DataError(
+        f"cifar100: data_dir {folder} is not a folder; pass the folder that holds {wanted}."
+      )
     found = _find_local(folder, split, cache)
     if found is None:
-      raise DataError(f"no TFF CIFAR-100 file in {folder}: expected {wanted} there (or in "
-                      f"{folder / 'datasets'}).")
+      raise DataError(
+        f"no TFF CIFAR-100 file in {folder}: expected {wanted} there (or in {folder / 'datasets'})."
+      )
     return found
   found = _find_local(cache, split, cache)
   if found is not None:
     return found
   url = (base_url or os.environ.get(BASE_URL_ENV) or TFF_BASE_URL).rstrip("/") + "/" + LZMA_NAME
-  return dl.fetch_sqlite("TFF CIFAR-100", url, cache, SQLITE_NAME, download_allowed=download,
-                         wanted=wanted, reference_sha256=_REFERENCE_SHA256.get(url))
+  return dl.fetch_sqlite(
+    "TFF CIFAR-100",
+    url,
+    cache,
+    SQLITE_NAME,
+    download_allowed=download,
+    wanted=wanted,
+    reference_sha256=_REFERENCE_SHA256.get(url),
+  )
 
 
 def _find_local(folder: Path, split: str, cache: Path) -> Path | None:
@@ -216,29 +247,38 @@ def read_sqlite(path: Path, split: str) -> Raw:
     raise DataError(f"{path}: cannot open as SQLite ({e}).") from e
   try:
     counts = _client_counts(con, path, split)
-    raw = {cid: (np.empty((n,) + IMAGE_SHAPE, np.uint8), np.empty(n, np.int64),
-                 np.empty(n, np.int64)) for cid, n in counts.items()}
+    raw = {
+      cid: (np.empty((n,) + IMAGE_SHAPE, np.uint8), np.empty(n, np.int64), np.empty(n, np.int64))
+      for cid, n in counts.items()
+    }
     filled = dict.fromkeys(counts, 0)
-    rows = con.execute("SELECT client_id, serialized_example_proto FROM examples "
-                       "WHERE split_name = ?", (split,))
+    rows = con.execute(
+      "SELECT client_id, serialized_example_proto FROM examples WHERE split_name = ?", (split,)
+    )
     for cid, blob in rows:
       i = filled.get(cid)
       if i is None or i == counts[cid]:
-        raise DataError(f"{path}, split {split!r}, client {cid!r}: more examples than the "
-                        f"{counts.get(cid, 0)} listed in client_metadata.")
+        raise DataError(
+          f"{path}, split {split!r}, client {cid!r}: more examples than the "
+          f"{counts.get(cid, 0)} listed in client_metadata."
+        )
       images, fine, coarse = raw[cid]
       where = f"{path}, split {split!r}, client {cid!r}, example {i}"
       images[i], fine[i], coarse[i] = parse_cifar_example(blob, where)
       filled[cid] = i + 1
   except (sqlite3.DatabaseError, UnicodeDecodeError) as e:  # text that is not UTF-8 too
-    raise DataError(f"{path}: not a readable SQLite database ({e}); the file is truncated or "
-                    "corrupt. Delete it and fetch it again.") from e
+    raise DataError(
+      f"{path}: not a readable SQLite database ({e}); the file is truncated or "
+      "corrupt. Delete it and fetch it again."
+    ) from e
   finally:
     con.close()
   short = [cid for cid, n in counts.items() if filled[cid] != n]
   if short:
-    raise DataError(f"{path}, split {split!r}, client {short[0]!r}: {filled[short[0]]} examples "
-                    f"but client_metadata lists {counts[short[0]]}.")
+    raise DataError(
+      f"{path}, split {split!r}, client {short[0]!r}: {filled[short[0]]} examples "
+      f"but client_metadata lists {counts[short[0]]}."
+    )
   return raw
 
 
@@ -246,17 +286,24 @@ def _client_counts(con: sqlite3.Connection, path: Path, split: str) -> dict[str,
   tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
   missing = [t for t in _TABLES if t not in tables]
   if missing:
-    raise DataError(f"{path}: missing table(s) {missing}; found {sorted(tables)}. Is this "
-                    f"TFF's {SQLITE_NAME}?")
-  counts = dict(con.execute("SELECT client_id, num_examples FROM client_metadata "
-                            "WHERE split_name = ? ORDER BY client_id", (split,)))
+    raise DataError(
+      f"{path}: missing table(s) {missing}; found {sorted(tables)}. Is this TFF's {SQLITE_NAME}?"
+    )
+  counts = dict(
+    con.execute(
+      "SELECT client_id, num_examples FROM client_metadata WHERE split_name = ? ORDER BY client_id",
+      (split,),
+    )
+  )
   if not counts:
     splits = [r[0] for r in con.execute("SELECT DISTINCT split_name FROM client_metadata")]
     raise DataError(f"{path}: no split {split!r} in client_metadata; found {splits}.")
   bad = [cid for cid, n in counts.items() if not isinstance(n, int) or n <= 0]
   if bad:
-    raise DataError(f"{path}, split {split!r}, client {bad[0]!r}: client_metadata lists "
-                    f"{counts[bad[0]]!r} examples.")
+    raise DataError(
+      f"{path}, split {split!r}, client {bad[0]!r}: client_metadata lists "
+      f"{counts[bad[0]]!r} examples."
+    )
   return counts
 
 
@@ -323,14 +370,15 @@ def small_varints(payload: bytes) -> np.ndarray | None:
 
 def _image(span, where: str) -> np.ndarray:
   if span is None:
-    raise DataError(f"{where}: no feature 'image'; TFF's CIFAR-100 examples have image, "
-                    "label and coarse_label.")
+    raise DataError(
+      f"{where}: no feature 'image'; TFF's CIFAR-100 examples have image, label and coarse_label."
+    )
   buf, kind, s, e = span
   values = None
   if kind == 3:  # int64 list, as TFF writes it: one packed run, else the general decoder
     fields = ep._fields(buf, s, e)
     if len(fields) == 1 and fields[0][:2] == (1, ep._LEN):
-      values = small_varints(buf[fields[0][2]:fields[0][3]])
+      values = small_varints(buf[fields[0][2] : fields[0][3]])
     if values is None:
       values = np.array(ep._int64_list(buf, s, e), np.int64)
   elif kind == 1:  # bytes list: one raw uint8 buffer
@@ -339,11 +387,14 @@ def _image(span, where: str) -> np.ndarray:
       values = np.frombuffer(raws[0], np.uint8)
   if values is None or values.size != PIXELS:
     count = "?" if values is None else values.size
-    raise DataError(f"{where}: feature 'image' has {count} values ({_KINDS[kind]}), expected "
-                    f"{PIXELS} (32x32x3 uint8 as int64s or one 3072-byte string).")
+    raise DataError(
+      f"{where}: feature 'image' has {count} values ({_KINDS[kind]}), expected "
+      f"{PIXELS} (32x32x3 uint8 as int64s or one 3072-byte string)."
+    )
   if values.dtype != np.uint8 and (values.min() < 0 or values.max() > 255):
-    raise DataError(f"{where}: image values span [{values.min()}, {values.max()}], expected "
-                    "[0, 255].")
+    raise DataError(
+      f"{where}: image values span [{values.min()}, {values.max()}], expected [0, 255]."
+    )
   return values.astype(np.uint8).reshape(IMAGE_SHAPE)
 
 
@@ -360,15 +411,19 @@ def _one_int(span, name: str, where: str) -> int:
 
 # --- legacy h5 ------------------------------------------------------------------------
 
+
 def read_h5(path: Path) -> Raw:
   """Reads TFF's legacy fed_cifar100_{train,test}.h5: examples/<client>/{image, label,
   coarse_label}."""
   import h5py  # Deferred: only this layout needs it.
+
   try:
     f = h5py.File(path, "r")
   except OSError as e:
-    raise DataError(f"{path}: cannot open as HDF5 ({e}); the file is truncated or not an h5 "
-                    "file. Delete it and fetch it again.") from e
+    raise DataError(
+      f"{path}: cannot open as HDF5 ({e}); the file is truncated or not an h5 "
+      "file. Delete it and fetch it again."
+    ) from e
   raw = {}
   try:
     with f:
@@ -381,12 +436,14 @@ def read_h5(path: Path) -> Raw:
           arrays = [group[cid][k][()] for k in ("image", "label", "coarse_label")]
         except (KeyError, OSError, ValueError, TypeError, RuntimeError, AttributeError) as e:
           raise DataError(f"{where}: cannot read image/label/coarse_label ({e}).") from e
-        raw[cid] = _h5_client(*arrays, where)
+        raw[cid] = _h5_client(arrays[0], arrays[1], arrays[2], where)
   except (OSError, RuntimeError, ValueError, KeyError, TypeError) as e:
     if isinstance(e, DataError):
       raise
-    raise DataError(f"{path}: cannot read the h5 file ({e}); it is truncated or corrupt. "
-                    "Delete it and fetch it again.") from e
+    raise DataError(
+      f"{path}: cannot read the h5 file ({e}); it is truncated or corrupt. "
+      "Delete it and fetch it again."
+    ) from e
   if not raw:
     raise DataError(f"{path}: the 'examples' group holds no clients.")
   return raw
@@ -403,7 +460,8 @@ def _h5_client(image, label, coarse, where: str):
   for name, y in (("label", label), ("coarse_label", coarse)):
     y = np.asarray(y)
     if y.size != n or not np.issubdtype(y.dtype, np.integer):
-      raise DataError(f"{where}: {name} has shape {y.shape} and dtype {y.dtype}, expected "
-                      f"{n} integers.")
+      raise DataError(
+        f"{where}: {name} has shape {y.shape} and dtype {y.dtype}, expected {n} integers."
+      )
     labels.append(y.reshape(n).astype(np.int64))
   return image.astype(np.uint8), labels[0], labels[1]

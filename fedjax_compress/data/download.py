@@ -72,14 +72,17 @@ def verify_cached(path: Path) -> str:
     return digest
   expected = (record.read_text().split() or [""])[0]
   if digest != expected:
-    raise DataError(f"{path}: the cached file is corrupt: sha256 {digest} differs from "
-                    f"{expected} recorded in {record} when it was downloaded. "
-                    f"Delete {path} and {record}, then load again to re-download.")
+    raise DataError(
+      f"{path}: the cached file is corrupt: sha256 {digest} differs from "
+      f"{expected} recorded in {record} when it was downloaded. "
+      f"Delete {path} and {record}, then load again to re-download."
+    )
   return digest
 
 
-def download(url: str, dest: Path, *, expected_sha256: str | None = None,
-             timeout: float = 60.0) -> Path:
+def download(
+  url: str, dest: Path, *, expected_sha256: str | None = None, timeout: float = 60.0
+) -> Path:
   """Downloads `url` to `dest` via a temporary file and an atomic rename.
 
   Shows a tqdm progress bar, records `dest.sha256`, and checks
@@ -90,16 +93,19 @@ def download(url: str, dest: Path, *, expected_sha256: str | None = None,
     dest.parent.mkdir(parents=True, exist_ok=True)
     digest = _fetch(url, tmp, timeout, label=dest.name)
     if expected_sha256 and digest != expected_sha256:
-      raise DataError(f"downloaded {url} but its sha256 {digest} differs from the published "
-                      f"{expected_sha256}; the upstream file may have changed. If you trust "
-                      f"it, place it by hand at {dest}.")
+      raise DataError(
+        f"downloaded {url} but its sha256 {digest} differs from the published "
+        f"{expected_sha256}; the upstream file may have changed. If you trust "
+        f"it, place it by hand at {dest}."
+      )
     _write_atomic(sidecar(dest), f"{digest}  {dest.name}\n")
     os.replace(tmp, dest)
   except (urllib.error.URLError, http.client.HTTPException, OSError) as e:
     raise DataError(
-        f"could not download {url} to {dest} ({e}). If this machine is offline, "
-        f"download that URL elsewhere and place the file at {dest}, or pass data_dir= "
-        "pointing at a folder that holds it.") from e
+      f"could not download {url} to {dest} ({e}). If this machine is offline, "
+      f"download that URL elsewhere and place the file at {dest}, or pass data_dir= "
+      "pointing at a folder that holds it."
+    ) from e
   finally:
     tmp.unlink(missing_ok=True)
   return dest
@@ -110,8 +116,9 @@ def _fetch(url: str, tmp: Path, timeout: float, label: str) -> str:
   h = hashlib.sha256()
   with urllib.request.urlopen(url, timeout=timeout) as response, open(tmp, "wb") as out:
     total = int(response.headers.get("Content-Length") or 0) or None
-    with tqdm(total=total, unit="B", unit_scale=True, desc=f"download {label}",
-              mininterval=0.5, leave=False) as bar:
+    with tqdm(
+      total=total, unit="B", unit_scale=True, desc=f"download {label}", mininterval=0.5, leave=False
+    ) as bar:
       while chunk := response.read(_CHUNK):
         out.write(chunk)
         h.update(chunk)
@@ -139,24 +146,44 @@ def _decompress(src: Path, dest: Path) -> None:
   tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
   try:
     dest.parent.mkdir(parents=True, exist_ok=True)
-    with open(src, "rb") as raw, lzma.LZMAFile(raw) as z, open(tmp, "wb") as out, \
-        tqdm(total=src.stat().st_size, unit="B", unit_scale=True, mininterval=0.5,
-             desc=f"decompress {src.name}", leave=False) as bar:
+    with (
+      open(src, "rb") as raw,
+      lzma.LZMAFile(raw) as z,
+      open(tmp, "wb") as out,
+      tqdm(
+        total=src.stat().st_size,
+        unit="B",
+        unit_scale=True,
+        mininterval=0.5,
+        desc=f"decompress {src.name}",
+        leave=False,
+      ) as bar,
+    ):
       while chunk := z.read(_CHUNK):
         out.write(chunk)
         bar.update(raw.tell() - bar.n)
     os.replace(tmp, dest)
   except (lzma.LZMAError, EOFError) as e:
-    raise DataError(f"{src}: the lzma file is truncated or corrupt ({e}). Delete it (and "
-                    f"{sidecar(src).name}) and fetch it again.") from e
+    raise DataError(
+      f"{src}: the lzma file is truncated or corrupt ({e}). Delete it (and "
+      f"{sidecar(src).name}) and fetch it again."
+    ) from e
   except OSError as e:
     raise DataError(f"cannot decompress {src} to {dest} ({e}).") from e
   finally:
     tmp.unlink(missing_ok=True)
 
 
-def fetch_sqlite(what: str, url: str, cache: Path, sqlite_name: str, *, download_allowed: bool,
-                 wanted: str, reference_sha256: str | None = None) -> Path:
+def fetch_sqlite(
+  what: str,
+  url: str,
+  cache: Path,
+  sqlite_name: str,
+  *,
+  download_allowed: bool,
+  wanted: str,
+  reference_sha256: str | None = None,
+) -> Path:
   """TFF's `url` (an .lzma of a SQLite file) downloaded into `cache` and decompressed.
 
   `what` names the dataset and `wanted` the files a data_dir could hold instead, for the
@@ -165,13 +192,19 @@ def fetch_sqlite(what: str, url: str, cache: Path, sqlite_name: str, *, download
   """
   target = cache / url.rsplit("/", 1)[-1]
   if not download_allowed:
-    raise DataError(f"{what} is not in the cache {cache} and download=False: download {url} "
-                    f"and place it at {target}, or pass data_dir= pointing at a folder with "
-                    f"{wanted}.")
+    raise DataError(
+      f"{what} is not in the cache {cache} and download=False: download {url} "
+      f"and place it at {target}, or pass data_dir= pointing at a folder with "
+      f"{wanted}."
+    )
   download(url, target)
   digest = verify_cached(target)
   if reference_sha256 and digest != reference_sha256:
-    logging.warning("Downloaded %s has sha256 %s, not the %s recorded; the upstream file may "
-                    "have changed. Its structure is checked when it is read.", url, digest,
-                    reference_sha256)
+    logging.warning(
+      "Downloaded %s has sha256 %s, not the %s recorded; the upstream file may "
+      "have changed. Its structure is checked when it is read.",
+      url,
+      digest,
+      reference_sha256,
+    )
   return decompressed(target, cache / sqlite_name)

@@ -25,8 +25,14 @@ _MIN_CLIENT_SIZE = 15
 _BOX, _SIDE = 20, 28
 
 
-def load_embedded_digits(split: str, *, num_clients: int = 50, alpha: float = 0.5,
-                         seed: int = 0, num_test_clients: int | None = None) -> FederatedData:
+def load_embedded_digits(
+  split: str,
+  *,
+  num_clients: int = 50,
+  alpha: float = 0.5,
+  seed: int = 0,
+  num_test_clients: int | None = None,
+) -> FederatedData:
   """Loads scikit-learn's digits as a non-IID federated dataset.
 
   Args:
@@ -56,18 +62,19 @@ def load_embedded_digits(split: str, *, num_clients: int = 50, alpha: float = 0.
   return FederatedData(clients, 10, source)
 
 
-def dirichlet_partition(labels: np.ndarray, num_clients: int, alpha: float,
-                        rng: np.random.Generator, min_size: int) -> list[np.ndarray]:
+def dirichlet_partition(
+  labels: np.ndarray, num_clients: int, alpha: float, rng: np.random.Generator, min_size: int
+) -> list[np.ndarray]:
   """Splits indices of `labels` into clients, label proportions ~ Dir(alpha).
 
   For each class, its examples are shuffled and cut by proportions drawn from
   a symmetric Dirichlet over clients. Clients below `min_size` then take
   examples from the largest client, deterministically.
   """
-  buckets = [[] for _ in range(num_clients)]
+  buckets: list[list[int]] = [[] for _ in range(num_clients)]
   for c in np.unique(labels):
     members = rng.permutation(np.flatnonzero(labels == c))
-    cuts = (np.cumsum(rng.dirichlet(np.full(num_clients, alpha)))[:-1] * len(members))
+    cuts = np.cumsum(rng.dirichlet(np.full(num_clients, alpha)))[:-1] * len(members)
     for bucket, part in zip(buckets, np.split(members, cuts.astype(int))):
       bucket.extend(part.tolist())
   return [np.sort(np.array(b, dtype=np.int64)) for b in _rebalance(buckets, min_size)]
@@ -92,7 +99,7 @@ def _train_test_indices(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   test = []
   for c in np.unique(labels):
     members = rng.permutation(np.flatnonzero(labels == c))
-    test.extend(members[:int(round(TEST_FRACTION * len(members)))].tolist())
+    test.extend(members[: int(round(TEST_FRACTION * len(members)))].tolist())
   is_test = np.zeros(len(labels), bool)
   is_test[test] = True
   return np.flatnonzero(~is_test), np.flatnonzero(is_test)
@@ -102,6 +109,7 @@ def _train_test_indices(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _images_and_labels() -> tuple[np.ndarray, np.ndarray]:
   """All 1,797 digits as (x float32 [n,28,28,1] with 1.0 = background, y int32)."""
   from sklearn.datasets import load_digits  # Deferred: sklearn imports slowly.
+
   digits = load_digits()
   ink = upsample(digits.images / 16.0)
   x = (1.0 - ink)[..., None].astype(np.float32)

@@ -16,13 +16,15 @@ Messages handled (field numbers from tensorflow/core/example/*.proto):
 Packed and unpacked repeated fields are both accepted, as the spec requires.
 Unknown fields are skipped.
 
-Speed: ~145k EMNIST examples/s on one core, vs ~105k/s for the protobuf (upb)
-runtime plus conversion to numpy; see `tests/data/bench_tff_emnist.py`.
+Chosen over the protobuf (upb) runtime, which with the conversion to numpy parsed
+EMNIST examples more slowly (`python -m benchmarks.tff_emnist_read`;
+benchmarks/RESULTS.md, "TFF EMNIST reader").
 """
 
 from __future__ import annotations
 
 import struct
+from typing import Callable, cast
 
 # Wire types.
 _VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5
@@ -136,12 +138,16 @@ def _int64_list(buf: bytes, start: int, end: int) -> tuple:
 
 
 def _bytes_list(buf: bytes, start: int, end: int) -> tuple:
-  return tuple(buf[s:e] for field, wt, s, e in _fields(buf, start, end)
-               if field == 1 and wt == _LEN)
+  return tuple(
+    buf[s:e] for field, wt, s, e in _fields(buf, start, end) if field == 1 and wt == _LEN
+  )
 
 
-_KINDS = {1: ("bytes", _bytes_list), 2: ("float", _float_list),
-          3: ("int64", _int64_list)}
+_KINDS: dict[int, tuple[str, Callable[[bytes, int, int], bytes | tuple]]] = {
+  1: ("bytes", _bytes_list),
+  2: ("float", _float_list),
+  3: ("int64", _int64_list),
+}
 
 
 def _feature(buf: bytes, start: int, end: int) -> tuple[str, bytes | tuple] | None:
@@ -207,6 +213,8 @@ def one_bytes_value(blob: bytes, feature: str, where: str) -> bytes:
     raise ProtoError(f"{where}: not a valid tf.train.Example ({e}).") from e
   kind, value = features.get(feature, (None, ()))
   if kind != "bytes" or len(value) != 1:
-    raise ProtoError(f"{where}: feature {feature!r} should be one bytes value, got "
-                     f"{kind or 'none'} with {len(value)} values.")
-  return value[0]
+    raise ProtoError(
+      f"{where}: feature {feature!r} should be one bytes value, got "
+      f"{kind or 'none'} with {len(value)} values."
+    )
+  return cast(tuple[bytes, ...], value)[0]  # a 'bytes' feature's value: a tuple of bytes

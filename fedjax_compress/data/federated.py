@@ -36,6 +36,7 @@ class FederatedData:
     source: where the data came from, for error messages and logs.
     tokens: the special token ids of a text dataset; None for image data.
   """
+
   clients: Mapping[str, tuple[np.ndarray, np.ndarray]]
   num_classes: int
   source: str = ""
@@ -60,8 +61,10 @@ class FederatedData:
   def only_digits(self) -> "FederatedData":
     """TFF's `only_digits` view: labels < 10, clients left empty are dropped."""
     if self.tokens is not None:
-      raise DataError(f"{self.source}: only_digits applies to image labels, not token "
-                      "sequences; drop only_digits for this dataset.")
+      raise DataError(
+        f"{self.source}: only_digits applies to image labels, not token "
+        "sequences; drop only_digits for this dataset."
+      )
     kept = {}
     for cid, (x, y) in self.clients.items():
       keep = y < 10
@@ -92,8 +95,10 @@ class FederatedData:
       if x.shape[0] != y.shape[0]:
         raise DataError(f"{where}: {x.shape[0]} images but {y.shape[0]} labels.")
       if y.min() < 0 or y.max() >= self.num_classes:
-        raise DataError(f"{where}: label {int(y.max() if y.max() >= self.num_classes else y.min())} "
-                        f"is outside [0, {self.num_classes}).")
+        raise DataError(
+          f"{where}: label {int(y.max() if y.max() >= self.num_classes else y.min())} "
+          f"is outside [0, {self.num_classes})."
+        )
       if not np.isfinite(x).all():
         raise DataError(f"{where}: images contain NaN or Inf.")
     return self
@@ -101,9 +106,12 @@ class FederatedData:
   def _validate_tokens(self) -> "FederatedData":
     """Token sequences: integer x and y of one shape [n, T], ids in [0, vocab_size)."""
     tokens = self.tokens
+    assert tokens is not None  # validate() calls this for token sequences only
     if self.num_classes != tokens.vocab_size:
-      raise DataError(f"{self.source}: num_classes={self.num_classes} but the vocabulary has "
-                      f"{tokens.vocab_size} ids; set num_classes=tokens.vocab_size.")
+      raise DataError(
+        f"{self.source}: num_classes={self.num_classes} but the vocabulary has "
+        f"{tokens.vocab_size} ids; set num_classes=tokens.vocab_size."
+      )
     expected = self.example_shape
     for cid, (x, y) in self.clients.items():
       where = f"{self.source}, client {cid!r}"
@@ -113,12 +121,16 @@ class FederatedData:
         if not np.issubdtype(a.dtype, np.integer):
           raise DataError(f"{where}: {name} has dtype {a.dtype}; token ids must be integers.")
         if a.shape[1:] != expected:
-          raise DataError(f"{where}: {name} has sequences of shape {a.shape[1:]}, "
-                          f"expected {expected} like the other clients.")
+          raise DataError(
+            f"{where}: {name} has sequences of shape {a.shape[1:]}, "
+            f"expected {expected} like the other clients."
+          )
         low, high = int(a.min()), int(a.max())
         if low < 0 or high >= tokens.vocab_size:
-          raise DataError(f"{where}: {name} holds id {low if low < 0 else high}, outside "
-                          f"[0, {tokens.vocab_size}); re-tokenize with this vocabulary.")
+          raise DataError(
+            f"{where}: {name} holds id {low if low < 0 else high}, outside "
+            f"[0, {tokens.vocab_size}); re-tokenize with this vocabulary."
+          )
       if x.shape[0] != y.shape[0]:
         raise DataError(f"{where}: {x.shape[0]} input sequences but {y.shape[0]} targets.")
     return self

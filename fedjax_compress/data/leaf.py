@@ -23,8 +23,9 @@ NUM_CLASSES = 62  # 0-9 digits, 10-35 'A'-'Z', 36-61 'a'-'z'.
 _LAYOUT = "<data_dir>/train/*.json[.gz] and <data_dir>/test/*.json[.gz]"
 
 
-def load_leaf(data_dir: str | os.PathLike, split: str, *,
-              only_digits: bool = True) -> FederatedData:
+def load_leaf(
+  data_dir: str | os.PathLike, split: str, *, only_digits: bool = True
+) -> FederatedData:
   """Loads one split of a LEAF FEMNIST folder.
 
   Args:
@@ -64,8 +65,10 @@ def _read_json(path: Path) -> dict:
     with opener(path, "rb") as f:
       return json.load(f)
   except (OSError, EOFError, zlib.error, ValueError) as e:  # ValueError: bad JSON/UTF-8.
-    raise DataError(f"{path}: cannot read as LEAF JSON ({type(e).__name__}: {e}); "
-                    "the file is truncated or corrupt.") from e
+    raise DataError(
+      f"{path}: cannot read as LEAF JSON ({type(e).__name__}: {e}); "
+      "the file is truncated or corrupt."
+    ) from e
 
 
 def _users(doc, path: Path):
@@ -82,8 +85,10 @@ def _users(doc, path: Path):
     if not isinstance(entry, dict) or "x" not in entry or "y" not in entry:
       raise DataError(f"{path}, user {uid!r}: no user_data entry with 'x' and 'y'.")
     if counts is not None and counts[k] != len(entry["y"]):
-      raise DataError(f"{path}, user {uid!r}: num_samples says {counts[k]} but "
-                      f"{len(entry['y'])} labels are present.")
+      raise DataError(
+        f"{path}, user {uid!r}: num_samples says {counts[k]} but "
+        f"{len(entry['y'])} labels are present."
+      )
     yield str(uid), entry["x"], entry["y"]
 
 

@@ -18,6 +18,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 
 from fedjax_compress.data.federated import FederatedData
+from fedjax_compress.streams import SAMPLING_STREAM
 
 
 class RoundBatch(NamedTuple):
@@ -31,6 +32,7 @@ class RoundBatch(NamedTuple):
     mask: [clients, batches, batch_size] bool; False marks padding examples.
     client_ids: the ids of the clients, in order.
   """
+
   x: np.ndarray
   y: np.ndarray
   mask: np.ndarray
@@ -46,13 +48,16 @@ class RoundBatch(NamedTuple):
     return self.mask.any(axis=-1).sum(axis=-1)
 
 
-def sample_clients(client_ids: Sequence[str], num_clients: int, *, seed: int,
-                   round_num: int) -> tuple[str, ...]:
+def sample_clients(
+  client_ids: Sequence[str], num_clients: int, *, seed: int, round_num: int
+) -> tuple[str, ...]:
   """Samples clients without replacement; a pure function of (seed, round)."""
   if not 0 < num_clients <= len(client_ids):
-    raise ValueError(f"clients_per_round={num_clients} must be in [1, {len(client_ids)}] "
-                     f"(the number of clients in the dataset).")
-  rng = np.random.default_rng([seed, round_num, 0x5A3])
+    raise ValueError(
+      f"clients_per_round={num_clients} must be in [1, {len(client_ids)}] "
+      f"(the number of clients in the dataset)."
+    )
+  rng = np.random.default_rng([seed, round_num, SAMPLING_STREAM])
   chosen = rng.choice(len(client_ids), size=num_clients, replace=False)
   return tuple(client_ids[i] for i in chosen)
 
@@ -74,9 +79,17 @@ def client_order(num_examples: int, *, epochs: int, rng: np.random.Generator | N
   return np.concatenate([rng.permutation(num_examples) for _ in range(epochs)])
 
 
-def round_batch(data: FederatedData, client_ids: Sequence[str], *, batch_size: int,
-                epochs: int = 1, seed: int = 0, round_num: int = 0, shuffle: bool = True,
-                pad_batches_to: int | None = None) -> RoundBatch:
+def round_batch(
+  data: FederatedData,
+  client_ids: Sequence[str],
+  *,
+  batch_size: int,
+  epochs: int = 1,
+  seed: int = 0,
+  round_num: int = 0,
+  shuffle: bool = True,
+  pad_batches_to: int | None = None,
+) -> RoundBatch:
   """Builds the padded batches of `client_ids` for one round.
 
   Args:
@@ -105,9 +118,9 @@ def round_batch(data: FederatedData, client_ids: Sequence[str], *, batch_size: i
     cx, cy = data.clients[cid]
     rng = _client_rng(seed, round_num, cid) if shuffle else None
     order = client_order(len(cy), epochs=epochs, rng=rng)
-    x[i, :len(order)] = cx[order]
-    y[i, :len(order)] = cy[order]
-    mask[i, :len(order)] = True
+    x[i, : len(order)] = cx[order]
+    y[i, : len(order)] = cy[order]
+    mask[i, : len(order)] = True
   split = lambda a: a.reshape((len(client_ids), width, batch_size) + a.shape[2:])
   return RoundBatch(split(x), split(y), split(mask), tuple(client_ids))
 
@@ -127,7 +140,7 @@ def eval_batches(data: FederatedData, *, batch_size: int = 500) -> RoundBatch:
   return RoundBatch(split(x), split(y), split(mask), ("eval",))
 
 
-def _x_dtype(data: FederatedData) -> type:
+def _x_dtype(data: FederatedData) -> type[np.number]:
   """int32 for token ids, float32 for images (whatever dtype a loader produced)."""
   return np.int32 if data.tokens is not None else np.float32
 

@@ -21,5 +21,6 @@ def prefetched(make: Callable[[int], T], rounds: Iterable[int]) -> Iterator[T]:
     upcoming = pool.submit(make, rounds[0]) if rounds else None
     for i in range(len(rounds)):
       current = upcoming
+      assert current is not None  # submitted for rounds[i] on the step before
       upcoming = pool.submit(make, rounds[i + 1]) if i + 1 < len(rounds) else None
       yield current.result()

@@ -48,9 +48,13 @@ def h5_name(split: str) -> str:
   return f"shakespeare_{split}.h5"
 
 
-def load_shakespeare(split: str, *, data_dir: str | os.PathLike | None = None,
-                     seq_len: int = text.SEQUENCE_LENGTH,
-                     cache_dir: str | os.PathLike | None = None) -> FederatedData:
+def load_shakespeare(
+  split: str,
+  *,
+  data_dir: str | os.PathLike | None = None,
+  seq_len: int = text.SEQUENCE_LENGTH,
+  cache_dir: str | os.PathLike | None = None,
+) -> FederatedData:
   """Loads one split of federated Shakespeare from `data_dir` (see the module docstring).
 
   Args:
@@ -67,13 +71,16 @@ def load_shakespeare(split: str, *, data_dir: str | os.PathLike | None = None,
   if seq_len < 1:
     raise DataError(f"seq_len={seq_len} must be a positive integer (TFF uses 80).")
   if data_dir is None:
-    raise DataError(f"the 'shakespeare' dataset needs data_dir=: a folder with {LZMA_NAME} "
-                    f"(TFF, tff-datasets-public), {h5_name(split)} (TFF legacy) or LEAF's "
-                    f"{split}/*.json.")
+    raise DataError(
+      f"the 'shakespeare' dataset needs data_dir=: a folder with {LZMA_NAME} "
+      f"(TFF, tff-datasets-public), {h5_name(split)} (TFF legacy) or LEAF's "
+      f"{split}/*.json."
+    )
   folder = Path(data_dir).expanduser()
   if not folder.is_dir():
-    raise DataError(f"Shakespeare data_dir {folder} is not a folder; pass the folder that "
-                    f"holds the data files.")
+    raise DataError(
+      f"Shakespeare data_dir {folder} is not a folder; pass the folder that holds the data files."
+    )
   if (folder / SQLITE_NAME).exists():
     clients = read_sqlite(folder / SQLITE_NAME, split, seq_len)
     source = f"{folder / SQLITE_NAME}:{split}"
@@ -85,8 +92,10 @@ def load_shakespeare(split: str, *, data_dir: str | os.PathLike | None = None,
   elif _leaf_files(folder, split):
     clients, source = read_leaf(_leaf_files(folder, split), seq_len), str(folder / split)
   else:
-    raise DataError(f"no Shakespeare data in {folder}: expected {SQLITE_NAME}, {LZMA_NAME} "
-                    f"(TFF), {h5_name(split)} (TFF legacy) or {split}/*.json[.gz] (LEAF).")
+    raise DataError(
+      f"no Shakespeare data in {folder}: expected {SQLITE_NAME}, {LZMA_NAME} "
+      f"(TFF), {h5_name(split)} (TFF legacy) or {split}/*.json[.gz] (LEAF)."
+    )
   tokens = text.SHAKESPEARE_TOKENS
   return FederatedData(clients, tokens.vocab_size, source, tokens).validate()
 
@@ -100,6 +109,7 @@ def _sequences(snippets: Iterable[bytes], seq_len: int, where: str):
 
 # --- TFF SQLite -------------------------------------------------------------------------
 
+
 def read_sqlite(path: Path, split: str, seq_len: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
   """Client id -> (x, y) from TFF's SQLite file; a client's snippets in row order."""
   try:
@@ -110,18 +120,24 @@ def read_sqlite(path: Path, split: str, seq_len: int) -> dict[str, tuple[np.ndar
   try:
     tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     if "examples" not in tables:
-      raise DataError(f"{path}: no 'examples' table (found {sorted(tables)}); is this TFF's "
-                      f"{SQLITE_NAME}?")
-    rows = con.execute("SELECT client_id, serialized_example_proto FROM examples "
-                       "WHERE split_name = ? ORDER BY rowid", (split,))
+      raise DataError(
+        f"{path}: no 'examples' table (found {sorted(tables)}); is this TFF's {SQLITE_NAME}?"
+      )
+    rows = con.execute(
+      "SELECT client_id, serialized_example_proto FROM examples "
+      "WHERE split_name = ? ORDER BY rowid",
+      (split,),
+    )
     for cid, blob in rows:
       snippets.setdefault(cid, []).append(_snippet(blob, path, split, cid))
     if not snippets:
       found = [r[0] for r in con.execute("SELECT DISTINCT split_name FROM examples")]
       raise DataError(f"{path}: no split {split!r} in table examples; found {found}.")
   except sqlite3.DatabaseError as e:
-    raise DataError(f"{path}: not a readable SQLite database ({e}); the file is truncated "
-                    "or corrupt. Delete it and fetch it again.") from e
+    raise DataError(
+      f"{path}: not a readable SQLite database ({e}); the file is truncated "
+      "or corrupt. Delete it and fetch it again."
+    ) from e
   finally:
     con.close()
   return {cid: _sequences(s, seq_len, f"{path}, client {cid!r}") for cid, s in snippets.items()}
@@ -136,14 +152,17 @@ def _snippet(blob: bytes, path: Path, split: str, cid: str) -> bytes:
 
 # --- TFF legacy h5 ----------------------------------------------------------------------
 
+
 def read_h5(path: Path, seq_len: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
   """Client id -> (x, y) from a legacy TFF h5 file: examples/<client>/snippets."""
   import h5py  # Deferred: only this layout needs it.
+
   try:
     f = h5py.File(path, "r")
   except OSError as e:
-    raise DataError(f"{path}: cannot open as HDF5 ({e}); the file is truncated or not an "
-                    "h5 file.") from e
+    raise DataError(
+      f"{path}: cannot open as HDF5 ({e}); the file is truncated or not an h5 file."
+    ) from e
   clients = {}
   with f:
     group = f.get("examples")
@@ -165,6 +184,7 @@ def read_h5(path: Path, seq_len: int) -> dict[str, tuple[np.ndarray, np.ndarray]
 
 # --- LEAF JSON --------------------------------------------------------------------------
 
+
 def _leaf_files(folder: Path, split: str) -> list[Path]:
   sub = folder / split
   if not sub.is_dir():
@@ -172,8 +192,9 @@ def _leaf_files(folder: Path, split: str) -> list[Path]:
   return sorted(p for p in sub.iterdir() if p.name.endswith((".json", ".json.gz")))
 
 
-def leaf_sequences(windows: list[str], next_chars: list[str], seq_len: int,
-                   where: str) -> tuple[np.ndarray, np.ndarray]:
+def leaf_sequences(
+  windows: list[str], next_chars: list[str], seq_len: int, where: str
+) -> tuple[np.ndarray, np.ndarray]:
   """LEAF examples -> (x, y) [n, seq_len]: x the window's character ids, y pad but its
   last position, the next character's id."""
   tokens = text.SHAKESPEARE_TOKENS
@@ -184,9 +205,11 @@ def leaf_sequences(windows: list[str], next_chars: list[str], seq_len: int,
   y = np.full((n, seq_len), tokens.pad, np.int32)
   for i, (window, nxt) in enumerate(zip(windows, next_chars)):
     if not isinstance(window, str) or len(window) != seq_len:
-      raise DataError(f"{where}, example {i}: x has {len(window)} characters but "
-                      f"seq_len={seq_len}; LEAF's windows are 80 characters: set seq_len to "
-                      f"their length.")
+      raise DataError(
+        f"{where}, example {i}: x has {len(window)} characters but "
+        f"seq_len={seq_len}; LEAF's windows are 80 characters: set seq_len to "
+        f"their length."
+      )
     if not isinstance(nxt, str) or len(nxt) != 1:
       raise DataError(f"{where}, example {i}: y should be one character, got {nxt!r}.")
     x[i] = text.char_ids(window)
@@ -201,5 +224,7 @@ def read_leaf(files: list[Path], seq_len: int) -> dict[str, tuple[np.ndarray, np
   for path in files:
     for uid, xs, ys in _users(_read_json(path), path):
       parts.setdefault(uid, []).append(leaf_sequences(xs, ys, seq_len, f"{path}, user {uid!r}"))
-  return {uid: (np.concatenate([x for x, _ in p]), np.concatenate([y for _, y in p]))
-          for uid, p in parts.items()}
+  return {
+    uid: (np.concatenate([x for x, _ in p]), np.concatenate([y for _, y in p]))
+    for uid, p in parts.items()
+  }

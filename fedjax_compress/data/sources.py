@@ -39,15 +39,17 @@ def register_dataset(name: str, loader: Callable[..., FederatedData] | None = No
   return dataset_registry.register(name, loader)
 
 
-def bind_dataset(name: str, arguments: Mapping[str, Any] | None = None, *,
-                 seed: int = 0) -> Callable[[str], FederatedData]:
+def bind_dataset(
+  name: str, arguments: Mapping[str, Any] | None = None, *, seed: int = 0
+) -> Callable[[str], FederatedData]:
   """`load(split) -> FederatedData` for the named dataset, its arguments checked now.
 
   `tfds:NAME` is any TensorFlow Datasets image classification set (`load_tfds`).
   """
   if name.startswith(TFDS_PREFIX):
     from fedjax_compress.data.tfds_source import load_tfds  # TFDS itself loads lazily.
-    registry = Registry("dataset", context=("split", "seed"))
+
+    registry: Registry[FederatedData] = Registry("dataset", context=("split", "seed"))
     registry.register("tfds", functools.partial(load_tfds, name))
     name = "tfds"
   else:
@@ -55,12 +57,20 @@ def bind_dataset(name: str, arguments: Mapping[str, Any] | None = None, *,
   load = registry.bind(name, arguments, split="train", seed=seed)  # checks the arguments
   return lambda split: load(split=split)
 
+
 SOURCE_NAMES = ("emnist", "leaf", "sklearn_digits")  # built in; dataset_registry has all
 
 
-def load_federated(name: str, split: str, *, data_dir: str | os.PathLike | None = None,
-                   only_digits: bool = True, cache_dir: str | os.PathLike | None = None,
-                   seed: int = 0, **kw) -> FederatedData:
+def load_federated(
+  name: str,
+  split: str,
+  *,
+  data_dir: str | os.PathLike | None = None,
+  only_digits: bool = True,
+  cache_dir: str | os.PathLike | None = None,
+  seed: int = 0,
+  **kw,
+) -> FederatedData:
   """Loads split 'train' or 'test' of a named federated dataset.
 
   Names:
@@ -81,20 +91,27 @@ def load_federated(name: str, split: str, *, data_dir: str | os.PathLike | None 
   """
   if name.startswith("tfds:"):
     from fedjax_compress.data.tfds_source import load_tfds  # TFDS itself loads lazily.
+
     return load_tfds(name, split, data_dir=data_dir, seed=seed, **kw)
   if name == "emnist":
-    return load_tff_emnist(split, only_digits=only_digits, data_dir=data_dir,
-                           cache_dir=cache_dir, **kw)
+    return load_tff_emnist(
+      split, only_digits=only_digits, data_dir=data_dir, cache_dir=cache_dir, **kw
+    )
   if name == "leaf":
     if data_dir is None:
-      raise DataError("the 'leaf' source needs data_dir=: a folder with LEAF FEMNIST "
-                      "train/ and test/ folders of *.json[.gz] files.")
+      raise DataError(
+        "the 'leaf' source needs data_dir=: a folder with LEAF FEMNIST "
+        "train/ and test/ folders of *.json[.gz] files."
+      )
     return load_leaf(data_dir, split, only_digits=only_digits, **kw)
   if name == "sklearn_digits":
     return load_embedded_digits(split, seed=seed, **kw)
   if name in dataset_registry:  # registered loaders: their own arguments, checked
     given = {"data_dir": data_dir, "cache_dir": cache_dir, **kw}
-    return dataset_registry.create(name, {k: v for k, v in given.items() if v is not None},
-                                   split=split, seed=seed)
-  raise DataError(f"unknown dataset {name!r}; valid names: {', '.join(dataset_registry.names())} "
-                  "(and tfds:NAME, e.g. tfds:mnist, tfds:cifar10).")
+    return dataset_registry.create(
+      name, {k: v for k, v in given.items() if v is not None}, split=split, seed=seed
+    )
+  raise DataError(
+    f"unknown dataset {name!r}; valid names: {', '.join(dataset_registry.names())} "
+    "(and tfds:NAME, e.g. tfds:mnist, tfds:cifar10)."
+  )

@@ -46,7 +46,7 @@ import tarfile
 import threading
 import zlib
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
+from typing import IO, Iterator, Mapping, Sequence, cast
 
 import numpy as np
 
@@ -73,14 +73,21 @@ _TABLES = ("examples", "client_metadata")
 Sequences = tuple[np.ndarray, np.ndarray]  # x, y int32 [n, seq_len]
 
 
-def load_stackoverflow(split: str, *, data_dir: str | os.PathLike | None = None,
-                       cache_dir: str | os.PathLike | None = None, download: bool = True,
-                       base_url: str | None = None, vocab_size: int = VOCAB_SIZE,
-                       vocab_from: str = "word_counts", num_oov_buckets: int = 1,
-                       seq_len: int = SEQUENCE_LENGTH,
-                       max_elements_per_client: int = MAX_ELEMENTS_PER_CLIENT,
-                       num_validation_examples: int = NUM_VALIDATION_EXAMPLES,
-                       seed: int = 0) -> FederatedData:
+def load_stackoverflow(
+  split: str,
+  *,
+  data_dir: str | os.PathLike | None = None,
+  cache_dir: str | os.PathLike | None = None,
+  download: bool = True,
+  base_url: str | None = None,
+  vocab_size: int = VOCAB_SIZE,
+  vocab_from: str = "word_counts",
+  num_oov_buckets: int = 1,
+  seq_len: int = SEQUENCE_LENGTH,
+  max_elements_per_client: int = MAX_ELEMENTS_PER_CLIENT,
+  num_validation_examples: int = NUM_VALIDATION_EXAMPLES,
+  seed: int = 0,
+) -> FederatedData:
   """Loads one split of TFF's Stack Overflow as next-word sequences (module docstring).
 
   Args:
@@ -109,19 +116,28 @@ def load_stackoverflow(split: str, *, data_dir: str | os.PathLike | None = None,
   """
   if split not in SPLITS:
     raise DataError(f"Stack Overflow split must be one of {list(SPLITS)}, not {split!r}.")
-  for name, value, low in (("vocab_size", vocab_size, 1), ("num_oov_buckets", num_oov_buckets, 1),
-                           ("seq_len", seq_len, 1)):
+  for name, value, low in (
+    ("vocab_size", vocab_size, 1),
+    ("num_oov_buckets", num_oov_buckets, 1),
+    ("seq_len", seq_len, 1),
+  ):
     if type(value) is not int or value < low:  # bool is not a count either
-      raise DataError(f"stackoverflow: {name}={value!r} is invalid: it must be an integer "
-                      f">= {low}.")
-  for name, value in (("max_elements_per_client", max_elements_per_client),
-                      ("num_validation_examples", num_validation_examples)):
+      raise DataError(
+        f"stackoverflow: {name}={value!r} is invalid: it must be an integer >= {low}."
+      )
+  for name, value in (
+    ("max_elements_per_client", max_elements_per_client),
+    ("num_validation_examples", num_validation_examples),
+  ):
     if type(value) is not int or not (value == -1 or value >= 1):
-      raise DataError(f"stackoverflow: {name}={value!r} is invalid: it must be -1 (all) or "
-                      f"an integer >= 1.")
+      raise DataError(
+        f"stackoverflow: {name}={value!r} is invalid: it must be -1 (all) or an integer >= 1."
+      )
   if vocab_from not in ("word_counts", "train"):
-    raise DataError(f"stackoverflow: vocab_from={vocab_from!r} is invalid: use 'word_counts' "
-                    "(TFF's stackoverflow.word_count) or 'train' (counted from the data).")
+    raise DataError(
+      f"stackoverflow: vocab_from={vocab_from!r} is invalid: use 'word_counts' "
+      "(TFF's stackoverflow.word_count) or 'train' (counted from the data)."
+    )
   path = _locate_sqlite(data_dir, cache_dir, download, base_url)
   index = open_split(path, split)
   if vocab_from == "word_counts":
@@ -131,6 +147,7 @@ def load_stackoverflow(split: str, *, data_dir: str | os.PathLike | None = None,
     words = words_from_clients(open_split(path, "train"), vocab_size)
   tokenizer = Tokenizer(words, num_oov_buckets, seq_len)
   source = f"{path}:{split}"
+  clients: Mapping[str, Sequences]
   if split == "train" or num_validation_examples == -1:
     limit = max_elements_per_client if split == "train" else -1
     clients = LazyClients(index, tokenizer, limit=limit)
@@ -142,11 +159,13 @@ def load_stackoverflow(split: str, *, data_dir: str | os.PathLike | None = None,
 
 # --- tokenization ---------------------------------------------------------------------
 
+
 class Tokenizer:
   """Sentences -> TFF's next-word sequences (module docstring)."""
 
-  def __init__(self, words: Sequence[str], num_oov_buckets: int = 1,
-               seq_len: int = SEQUENCE_LENGTH):
+  def __init__(
+    self, words: Sequence[str], num_oov_buckets: int = 1, seq_len: int = SEQUENCE_LENGTH
+  ):
     self.words = tuple(words)
     self.tokens = text.tff_token_ids(len(self.words), num_oov_buckets)
     self.seq_len = seq_len
@@ -162,7 +181,7 @@ class Tokenizer:
 
   def ids(self, sentence: bytes) -> list[int]:
     """[BOS] + the first seq_len words' ids (+ [EOS] if there are fewer)."""
-    words = sentence.split(b" ")[:self.seq_len]
+    words = sentence.split(b" ")[: self.seq_len]
     ids = [self.tokens.bos] + [self.word_id(w) for w in words]
     if len(words) < self.seq_len:
       ids.append(self.tokens.eos)
@@ -173,7 +192,7 @@ class Tokenizer:
     padded = np.full((len(sentences), self.seq_len + 1), self.tokens.pad, np.int32)
     for i, sentence in enumerate(sentences):
       ids = self.ids(sentence)
-      padded[i, :len(ids)] = ids
+      padded[i, : len(ids)] = ids
     return padded[:, :-1].copy(), padded[:, 1:].copy()
 
   def decode(self, ids: Sequence[int]) -> str:
@@ -185,6 +204,7 @@ class Tokenizer:
 
 # --- the vocabulary -------------------------------------------------------------------
 
+
 def read_word_counts(path: Path, vocab_size: int) -> list[str]:
   """The first `vocab_size` distinct words of TFF's word-count file."""
   words: dict[str, None] = {}
@@ -193,23 +213,27 @@ def read_word_counts(path: Path, vocab_size: int) -> list[str]:
       for number, line in enumerate(f, 1):
         parts = line.split()
         if len(parts) != 2 or not parts[1].isdigit():
-          raise DataError(f"{path}, line {number}: {line.strip()[:60]!r} is not 'word count'; "
-                          "is this TFF's stackoverflow.word_count?")
+          raise DataError(
+            f"{path}, line {number}: {line.strip()[:60]!r} is not 'word count'; "
+            "is this TFF's stackoverflow.word_count?"
+          )
         words.setdefault(parts[0])
         if len(words) == vocab_size:
           break
   except (OSError, UnicodeDecodeError) as e:
     raise DataError(f"{path}: cannot read the word counts ({e}).") from e
   if len(words) < vocab_size:
-    raise DataError(f"{path}: {len(words)} words, fewer than vocab_size={vocab_size}; the file "
-                    "is truncated, or pass a smaller vocab_size.")
+    raise DataError(
+      f"{path}: {len(words)} words, fewer than vocab_size={vocab_size}; the file "
+      "is truncated, or pass a smaller vocab_size."
+    )
   return list(words)
 
 
 def words_from_clients(clients: "SplitIndex", vocab_size: int) -> list[str]:
   """The `vocab_size` words found in the most clients' sentences (ties by word), TFF's
   word-count definition, counted over every sentence of the split."""
-  users = collections.Counter()
+  users: collections.Counter[bytes] = collections.Counter()
   for cid in clients.client_ids:
     seen = set()
     for sentence in clients.sentences(cid):
@@ -218,19 +242,22 @@ def words_from_clients(clients: "SplitIndex", vocab_size: int) -> list[str]:
   ranked = sorted(users.items(), key=lambda item: (-item[1], item[0]))
   words = [w.decode("utf-8", "replace") for w, _ in ranked if w][:vocab_size]
   if not words:
-    raise DataError(f"{clients.path}: the training clients hold no words to build a "
-                    "vocabulary from.")
+    raise DataError(
+      f"{clients.path}: the training clients hold no words to build a vocabulary from."
+    )
   return words
 
 
 # --- SQLite: a split's index and its clients --------------------------------------------
 
+
 class SplitIndex:
   """One split of TFF's SQLite file: its sorted client ids and example counts, read once,
   and each client's sentences on request. Thread-safe: one connection per thread."""
 
-  def __init__(self, path: Path, split: str, client_ids: tuple[str, ...], counts: np.ndarray,
-               indexed: bool):
+  def __init__(
+    self, path: Path, split: str, client_ids: tuple[str, ...], counts: np.ndarray, indexed: bool
+  ):
     self.path, self.split, self.client_ids, self.counts = path, split, client_ids, counts
     self.indexed = indexed
     self._local = threading.local()
@@ -249,15 +276,24 @@ class SplitIndex:
     """The `tokens` of a client's first `limit` examples (-1: all), in file order."""
     where = f"{self.path}, split {self.split!r}, client {client_id!r}"
     try:
-      rows = self._connection().execute(
+      rows = (
+        self._connection()
+        .execute(
           "SELECT serialized_example_proto FROM examples WHERE split_name = ? AND "
-          "client_id = ? ORDER BY rowid LIMIT ?", (self.split, client_id, limit)).fetchall()
+          "client_id = ? ORDER BY rowid LIMIT ?",
+          (self.split, client_id, limit),
+        )
+        .fetchall()
+      )
     except (sqlite3.DatabaseError, UnicodeDecodeError) as e:  # text that is not UTF-8 too
-      raise DataError(f"{where}: cannot read the client ({e}); the file is truncated or "
-                      "corrupt. Delete it and fetch it again.") from e
+      raise DataError(
+        f"{where}: cannot read the client ({e}); the file is truncated or "
+        "corrupt. Delete it and fetch it again."
+      ) from e
     if not rows:
-      raise DataError(f"{where}: client_metadata lists the client but examples holds none of "
-                      "its rows.")
+      raise DataError(
+        f"{where}: client_metadata lists the client but examples holds none of its rows."
+      )
     return [_tokens(blob, f"{where}, example {i}") for i, (blob,) in enumerate(rows)]
 
 
@@ -269,11 +305,16 @@ def open_split(path: Path, split: str) -> SplitIndex:
       tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
       missing = [t for t in _TABLES if t not in tables]
       if missing:
-        raise DataError(f"{path}: missing table(s) {missing}; found {sorted(tables)}. Is this "
-                        f"TFF's {SQLITE_NAME}?")
+        raise DataError(
+          f"{path}: missing table(s) {missing}; found {sorted(tables)}. Is this "
+          f"TFF's {SQLITE_NAME}?"
+        )
       ids, raw_counts = [], []  # Two flat lists: no tuple per client, even briefly.
-      for cid, n in con.execute("SELECT client_id, num_examples FROM client_metadata "
-                                "WHERE split_name = ? ORDER BY client_id", (split,)):
+      for cid, n in con.execute(
+        "SELECT client_id, num_examples FROM client_metadata "
+        "WHERE split_name = ? ORDER BY client_id",
+        (split,),
+      ):
         ids.append(cid)
         raw_counts.append(n)
       if not ids:
@@ -283,22 +324,30 @@ def open_split(path: Path, split: str) -> SplitIndex:
     finally:
       con.close()
   except (sqlite3.DatabaseError, UnicodeDecodeError) as e:  # text that is not UTF-8 too
-    raise DataError(f"{path}: not a readable SQLite database ({e}); the file is truncated or "
-                    "corrupt. Delete it and fetch it again.") from e
+    raise DataError(
+      f"{path}: not a readable SQLite database ({e}); the file is truncated or "
+      "corrupt. Delete it and fetch it again."
+    ) from e
   client_ids = tuple(ids)
   del ids
   counts = np.array([n if isinstance(n, int) else -1 for n in raw_counts], np.int64)
   repeated = next((a for a, b in zip(client_ids, client_ids[1:]) if a == b), None)
   if repeated is not None:  # Sorted: a repeat is next to itself.
-    raise DataError(f"{path}, split {split!r}, client {repeated!r}: client_metadata lists the "
-                    "client twice.")
+    raise DataError(
+      f"{path}, split {split!r}, client {repeated!r}: client_metadata lists the client twice."
+    )
   if (counts <= 0).any():
     bad = int(np.flatnonzero(counts <= 0)[0])
-    raise DataError(f"{path}, split {split!r}, client {client_ids[bad]!r}: client_metadata "
-                    f"lists {raw_counts[bad]!r} examples.")
+    raise DataError(
+      f"{path}, split {split!r}, client {client_ids[bad]!r}: client_metadata "
+      f"lists {raw_counts[bad]!r} examples."
+    )
   if not indexed:
-    logging.warning("%s: table examples has no index on client_id, so each client read scans "
-                    "the whole table (TFF's file has one).", path)
+    logging.warning(
+      "%s: table examples has no index on client_id, so each client read scans "
+      "the whole table (TFF's file has one).",
+      path,
+    )
   return SplitIndex(Path(path), split, client_ids, counts, indexed)
 
 
@@ -334,8 +383,9 @@ class LazyClients(Mapping[str, Sequences]):
   sequences of 20). `reads` counts SQLite reads.
   """
 
-  def __init__(self, index: SplitIndex, tokenizer: Tokenizer, *, limit: int = -1,
-               cache_size: int = 256):
+  def __init__(
+    self, index: SplitIndex, tokenizer: Tokenizer, *, limit: int = -1, cache_size: int = 256
+  ):
     self.index, self.tokenizer, self.limit = index, tokenizer, limit
     self.reads = 0
     self._read = functools.lru_cache(maxsize=cache_size)(self._read_client)
@@ -364,8 +414,9 @@ class LazyClients(Mapping[str, Sequences]):
     return n if self.limit == -1 else min(n, self.limit)
 
 
-def validation_clients(index: SplitIndex, tokenizer: Tokenizer, num_examples: int,
-                       seed: int) -> dict[str, Sequences]:
+def validation_clients(
+  index: SplitIndex, tokenizer: Tokenizer, num_examples: int, seed: int
+) -> dict[str, Sequences]:
   """The first `num_examples` sentences of the split's clients in a seeded random order
   (TFF's `create_tf_dataset_from_all_clients().take(n)`), as in-memory clients."""
   order = np.random.default_rng([seed, 0x50F]).permutation(len(index.client_ids))
@@ -382,6 +433,7 @@ def validation_clients(index: SplitIndex, tokenizer: Tokenizer, num_examples: in
 
 # --- finding the files ------------------------------------------------------------------
 
+
 def _base_url(base_url: str | None) -> str:
   return (base_url or os.environ.get(BASE_URL_ENV) or TFF_BASE_URL).rstrip("/") + "/"
 
@@ -392,23 +444,27 @@ def _locate_sqlite(data_dir, cache_dir, download, base_url) -> Path:
   if data_dir is not None:
     folder = Path(data_dir).expanduser()
     if not folder.is_dir():
-      raise DataError(f"stackoverflow: data_dir {folder} is not a folder; pass the folder "
-                      f"that holds {LZMA_NAME}.")
+      raise DataError(
+        f"stackoverflow: data_dir {folder} is not a folder; pass the folder that holds {LZMA_NAME}."
+      )
     if (folder / SQLITE_NAME).exists():
       return folder / SQLITE_NAME
     if (folder / LZMA_NAME).exists():  # Into the cache: data_dir may be read-only.
       return dl.decompressed(folder / LZMA_NAME, cache / SQLITE_NAME)
-    raise DataError(f"no TFF Stack Overflow file in {folder}: expected {SQLITE_NAME} or "
-                    f"{LZMA_NAME} there.")
+    raise DataError(
+      f"no TFF Stack Overflow file in {folder}: expected {SQLITE_NAME} or {LZMA_NAME} there."
+    )
   if (cache / SQLITE_NAME).exists() and not (cache / LZMA_NAME).exists():
     return cache / SQLITE_NAME
   target = cache / LZMA_NAME
   if not target.exists():
     url = _base_url(base_url) + LZMA_NAME
     if not download:
-      raise DataError(f"TFF Stack Overflow is not in the cache {cache} and download=False: "
-                      f"download {url} and place it at {target}, or pass data_dir= pointing "
-                      f"at a folder with {LZMA_NAME}.")
+      raise DataError(
+        f"TFF Stack Overflow is not in the cache {cache} and download=False: "
+        f"download {url} and place it at {target}, or pass data_dir= pointing "
+        f"at a folder with {LZMA_NAME}."
+      )
     dl.download(url, target)
   return dl.decompressed(target, cache / SQLITE_NAME)
 
@@ -426,9 +482,11 @@ def _locate_word_counts(data_dir, cache_dir, download, base_url) -> Path:
       return _extract_word_counts(folder / WORD_COUNT_ARCHIVE, cache / WORD_COUNT_NAME)
   url = _base_url(base_url) + WORD_COUNT_ARCHIVE
   if not download:
-    raise DataError(f"no {WORD_COUNT_NAME} in {' or '.join(map(str, folders))} and "
-                    f"download=False: download {url} into one of them, or pass "
-                    "vocab_from='train' to count the words of the training clients.")
+    raise DataError(
+      f"no {WORD_COUNT_NAME} in {' or '.join(map(str, folders))} and "
+      f"download=False: download {url} into one of them, or pass "
+      "vocab_from='train' to count the words of the training clients."
+    )
   archive = dl.download(url, cache / WORD_COUNT_ARCHIVE, expected_sha256=WORD_COUNT_SHA256)
   return _extract_word_counts(archive, cache / WORD_COUNT_NAME)
 
@@ -438,18 +496,23 @@ def _extract_word_counts(archive: Path, dest: Path) -> Path:
   try:
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tarfile.open(archive, "r:bz2") as tar:
-      member = next((m for m in tar.getmembers()
-                     if m.isfile() and Path(m.name).name == WORD_COUNT_NAME), None)
+      member = next(
+        (m for m in tar.getmembers() if m.isfile() and Path(m.name).name == WORD_COUNT_NAME), None
+      )
       if member is None:
-        raise DataError(f"{archive}: no {WORD_COUNT_NAME} inside; is this TFF's "
-                        f"{WORD_COUNT_ARCHIVE}?")
-      with tar.extractfile(member) as src, open(tmp, "wb") as out:
+        raise DataError(
+          f"{archive}: no {WORD_COUNT_NAME} inside; is this TFF's {WORD_COUNT_ARCHIVE}?"
+        )
+      # A regular file's member (isfile above) always has a file object.
+      with cast(IO[bytes], tar.extractfile(member)) as src, open(tmp, "wb") as out:
         while chunk := src.read(1 << 20):
           out.write(chunk)
     os.replace(tmp, dest)
   except (tarfile.TarError, EOFError, OSError) as e:
-    raise DataError(f"{archive}: cannot extract {WORD_COUNT_NAME} ({e}); the archive is "
-                    "truncated or corrupt. Delete it and fetch it again.") from e
+    raise DataError(
+      f"{archive}: cannot extract {WORD_COUNT_NAME} ({e}); the archive is "
+      "truncated or corrupt. Delete it and fetch it again."
+    ) from e
   finally:
     tmp.unlink(missing_ok=True)
   return dest

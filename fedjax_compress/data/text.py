@@ -37,6 +37,7 @@ class TokenIds(NamedTuple):
     oov: out-of-vocabulary ids (one or more buckets).
     vocab_size: the number of logits a model emits; every id is in [0, vocab_size).
   """
+
   pad: int
   bos: int
   eos: int
@@ -46,8 +47,9 @@ class TokenIds(NamedTuple):
 
 # TFF's character vocabulary (tff.simulation.baselines.shakespeare.CHAR_VOCAB,
 # from the "Federated Learning for Text Generation" tutorial); 86 distinct chars.
-CHAR_VOCAB = ("dhlptx@DHLPTX $(,048cgkoswCGKOSW[_#'/37;?bfjnrvzBFJNRVZ\"&*.26:\n"
-              "aeimquyAEIMQUY]!%)-159\r")
+CHAR_VOCAB = (
+  "dhlptx@DHLPTX $(,048cgkoswCGKOSW[_#'/37;?bfjnrvzBFJNRVZ\"&*.26:\naeimquyAEIMQUY]!%)-159\r"
+)
 SEQUENCE_LENGTH = 80  # McMahan et al. 2017; TFF's DEFAULT_SEQUENCE_LENGTH.
 
 
@@ -56,11 +58,15 @@ def tff_token_ids(num_words: int, num_oov_buckets: int = 1) -> TokenIds:
   Stack Overflow `get_special_tokens`): pad 0, the words 1..num_words, then the OOV
   buckets, BOS and EOS; vocab_size = num_words + num_oov_buckets + 3 logits."""
   if num_words < 1 or num_oov_buckets < 1:
-    raise ValueError(f"num_words={num_words} and num_oov_buckets={num_oov_buckets} must be "
-                     f">= 1.")
+    raise ValueError(f"num_words={num_words} and num_oov_buckets={num_oov_buckets} must be >= 1.")
   after = num_words + num_oov_buckets
-  return TokenIds(pad=0, bos=after + 1, eos=after + 2,
-                  oov=tuple(range(num_words + 1, after + 1)), vocab_size=after + 3)
+  return TokenIds(
+    pad=0,
+    bos=after + 1,
+    eos=after + 2,
+    oov=tuple(range(num_words + 1, after + 1)),
+    vocab_size=after + 3,
+  )
 
 
 SHAKESPEARE_TOKENS = tff_token_ids(len(CHAR_VOCAB))  # pad 0, OOV 87, BOS 88, EOS 89; 90 ids
@@ -100,8 +106,9 @@ def char_ids(chars: str) -> np.ndarray:
   return np.fromiter((_CHAR_ID.get(c, oov) for c in chars), np.int32, len(chars))
 
 
-def to_sequences(ids: np.ndarray, seq_len: int = SEQUENCE_LENGTH,
-                 pad: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def to_sequences(
+  ids: np.ndarray, seq_len: int = SEQUENCE_LENGTH, pad: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
   """Ids of one snippet -> (x, y) int32 [m, seq_len], m = ceil(len / (seq_len + 1)).
 
   The ids are padded with `pad` to a multiple of seq_len + 1 and cut into chunks
@@ -112,14 +119,15 @@ def to_sequences(ids: np.ndarray, seq_len: int = SEQUENCE_LENGTH,
   ids = np.asarray(ids, np.int32)
   width = seq_len + 1
   chunks = -(-len(ids) // width)
-  padded = np.full(chunks * width, pad, np.int32)
-  padded[:len(ids)] = ids
+  padded: np.ndarray = np.full(chunks * width, pad, np.int32)
+  padded[: len(ids)] = ids
   padded = padded.reshape(chunks, width)
   return padded[:, :-1].copy(), padded[:, 1:].copy()
 
 
-def snippets_to_sequences(snippets: Sequence[bytes | str],
-                          seq_len: int = SEQUENCE_LENGTH) -> tuple[np.ndarray, np.ndarray]:
+def snippets_to_sequences(
+  snippets: Sequence[bytes | str], seq_len: int = SEQUENCE_LENGTH
+) -> tuple[np.ndarray, np.ndarray]:
   """A client's snippets -> stacked (x, y) int32 [m, seq_len], snippet by snippet."""
   pairs = [to_sequences(to_ids(s), seq_len, SHAKESPEARE_TOKENS.pad) for s in snippets]
   if not pairs:
@@ -131,6 +139,10 @@ def snippets_to_sequences(snippets: Sequence[bytes | str],
 def decode(ids: Sequence[int]) -> str:
   """Ids -> text for inspection: specials as <pad>, <bos>, <eos>, <oov>."""
   tokens = SHAKESPEARE_TOKENS
-  names = {tokens.pad: "<pad>", tokens.bos: "<bos>", tokens.eos: "<eos>",
-           **{o: "<oov>" for o in tokens.oov}}
+  names = {
+    tokens.pad: "<pad>",
+    tokens.bos: "<bos>",
+    tokens.eos: "<eos>",
+    **{o: "<oov>" for o in tokens.oov},
+  }
   return "".join(names.get(int(i)) or CHAR_VOCAB[int(i) - 1] for i in ids)

@@ -23,6 +23,7 @@ loaded, so importing fedjax_compress stays fast.
 from __future__ import annotations
 
 import os
+from typing import cast
 
 import numpy as np
 
@@ -34,10 +35,18 @@ _MIN_CLIENT_SIZE = 15  # Dirichlet clients below this take examples from the lar
 _READ_BATCH = 4096
 
 
-def load_tfds(name: str, split: str, *, data_dir: str | os.PathLike | None = None,
-              num_clients: int = 100, alpha: float | str | None = 0.5, seed: int = 0,
-              num_test_clients: int | None = None, download: bool = False,
-              invert: bool | None = None) -> FederatedData:
+def load_tfds(
+  name: str,
+  split: str,
+  *,
+  data_dir: str | os.PathLike | None = None,
+  num_clients: int = 100,
+  alpha: float | str | None = 0.5,
+  seed: int = 0,
+  num_test_clients: int | None = None,
+  download: bool = False,
+  invert: bool | None = None,
+) -> FederatedData:
   """Loads a TFDS image classification dataset as a federated dataset.
 
   Args:
@@ -59,17 +68,19 @@ def load_tfds(name: str, split: str, *, data_dir: str | os.PathLike | None = Non
     FederatedData with x float32 [n, H, W, C] in [0, 1], y int32, the
     dataset's number of classes, and client ids '{split}_{k:04d}'.
   """
-  name = name[len(PREFIX):] if name.startswith(PREFIX) else name
+  name = name[len(PREFIX) :] if name.startswith(PREFIX) else name
   where = f"{PREFIX}{name}"
   if split not in ("train", "test"):
     raise DataError(f"{where}: split must be 'train' or 'test', not {split!r}.")
   iid = alpha is None or alpha == "iid"
   if not iid:
+    assert alpha is not None  # None is iid
     try:
       alpha = float(alpha)
     except (TypeError, ValueError):
-      raise DataError(f"{where}: alpha must be a number > 0, None or 'iid', "
-                      f"not {alpha!r}.") from None
+      raise DataError(
+        f"{where}: alpha must be a number > 0, None or 'iid', not {alpha!r}."
+      ) from None
     if not alpha > 0:
       raise DataError(f"{where}: alpha must be > 0 (or None / 'iid'), got {alpha}.")
   x, y, num_classes = _read_split(name, split, data_dir, download)
@@ -88,35 +99,39 @@ def load_tfds(name: str, split: str, *, data_dir: str | os.PathLike | None = Non
   rng = np.random.default_rng([seed, 0 if split == "train" else 1])
   if iid:
     parts = [np.sort(p) for p in np.array_split(rng.permutation(len(y)), k)]
-  else:
-    parts = dirichlet_partition(y, k, alpha, rng, min(_MIN_CLIENT_SIZE, len(y) // k))
+  else:  # alpha was checked and made a float above
+    parts = dirichlet_partition(y, k, cast(float, alpha), rng, min(_MIN_CLIENT_SIZE, len(y) // k))
   clients = {f"{split}_{c:04d}": (x[p], y[p]) for c, p in enumerate(parts)}
-  source = (f"{where}(split={split}, num_clients={k}, "
-            f"alpha={'iid' if iid else alpha}, seed={seed})")
+  source = f"{where}(split={split}, num_clients={k}, alpha={'iid' if iid else alpha}, seed={seed})"
   return FederatedData(clients, num_classes, source)
 
 
-def _read_split(name: str, split: str, data_dir, download: bool
-                ) -> tuple[np.ndarray, np.ndarray, int]:
+def _read_split(
+  name: str, split: str, data_dir, download: bool
+) -> tuple[np.ndarray, np.ndarray, int]:
   """(images uint8 [n, H, W, C], labels [n], num_classes) of one TFDS split."""
   try:
     import tensorflow_datasets as tfds  # Deferred: it imports TensorFlow.
   except ImportError as e:
-    raise DataError(f"{PREFIX}{name} needs tensorflow-datasets: "
-                    "pip install 'tensorflow-datasets>=4.9,<5'.") from e
+    raise DataError(
+      f"{PREFIX}{name} needs tensorflow-datasets: pip install 'tensorflow-datasets>=4.9,<5'."
+    ) from e
   where = f"{PREFIX}{name}"
   _hide_accelerators_from_tensorflow()
   data_dir = os.fspath(data_dir) if data_dir is not None else None
   try:
     builder = tfds.builder(name, data_dir=data_dir)
   except tfds.core.registered.DatasetNotFoundError as e:
-    raise DataError(f"{where}: TFDS has no dataset {name!r} "
-                    "(see https://www.tensorflow.org/datasets/catalog).") from e
+    raise DataError(
+      f"{where}: TFDS has no dataset {name!r} (see https://www.tensorflow.org/datasets/catalog)."
+    ) from e
   keys = builder.info.supervised_keys
   label = builder.info.features[keys[1]] if keys else None
   if not keys or not hasattr(label, "num_classes"):
-    raise DataError(f"{where}: not an (image, label) classification dataset; "
-                    f"supervised keys are {keys}.")
+    raise DataError(
+      f"{where}: not an (image, label) classification dataset; supervised keys are {keys}."
+    )
+  assert label is not None  # it has num_classes
   if download:
     builder.download_and_prepare()
   try:
@@ -125,10 +140,11 @@ def _read_split(name: str, split: str, data_dir, download: bool
     folder = data_dir or "TFDS's default data_dir ($TFDS_DATA_DIR or ~/tensorflow_datasets)"
     args = repr(name) + (f", data_dir={data_dir!r}" if data_dir else "")
     raise DataError(
-        f"{where}: no prepared data in {folder}. Prepare it once with "
-        f"`python -c \"import tensorflow_datasets as tfds; tfds.builder({args})"
-        ".download_and_prepare()\"` (needs network), or pass download=True; or set "
-        "data_dir (config.data_dir) to the folder that holds it.") from e
+      f"{where}: no prepared data in {folder}. Prepare it once with "
+      f'`python -c "import tensorflow_datasets as tfds; tfds.builder({args})'
+      '.download_and_prepare()"` (needs network), or pass download=True; or set '
+      "data_dir (config.data_dir) to the folder that holds it."
+    ) from e
   except ValueError as e:  # Unknown split.
     raise DataError(f"{where}: cannot read split {split!r} ({e}).") from e
   xs, ys = [], []
@@ -147,6 +163,7 @@ def _hide_accelerators_from_tensorflow() -> None:
   """Keeps TFDS's TensorFlow input pipeline on the CPU, so it leaves the GPU/TPU to JAX."""
   try:
     import tensorflow as tf
+
     tf.config.set_visible_devices([], "GPU")
     tf.config.set_visible_devices([], "TPU")
   except (ImportError, RuntimeError, ValueError):  # Already initialized, or no such device type.

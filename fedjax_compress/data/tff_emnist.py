@@ -10,12 +10,10 @@ Two on-disk layouts, both as TensorFlow Federated published them:
     with `examples/<client_id>/{pixels [n,28,28], label [n]}`.
 Pixels are float32 in [0, 1] with 1.0 = white background, as TFF stores them.
 
-Speed, measured on 2 CPU cores (Python 3.11) with a generated 50,000-example
-SQLite file (`tests/data/bench_tff_emnist.py`): the hand-written decoder
-(`example_proto`) parses ~145k examples/s, the protobuf runtime (upb) plus
-conversion to numpy ~105k/s; a whole-split `read_sqlite` (one streaming query,
-parsing, checks) runs at ~65k examples/s: ~5 s for the 341,873 digits-only
-training examples, ~10 s for all 671,585, plus reading the 4.7 GB file.
+`read_sqlite` reads a whole split in one streaming query and parses it with the
+hand-written decoder (`example_proto`), which beat the protobuf runtime; its speed
+on a generated file: `python -m benchmarks.tff_emnist_read` (benchmarks/RESULTS.md,
+"TFF EMNIST reader").
 """
 
 from __future__ import annotations
@@ -23,6 +21,7 @@ from __future__ import annotations
 import os
 import sqlite3
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -44,16 +43,20 @@ LZMA_NAME = SQLITE_NAME + ".lzma"
 # 55333deb8546765427c385710ca5e7301e16f4ed8b60c1dc5ae224b42bd5b14b and
 # fed_emnist.tar.bz2 fe1ed5a502cea3a952eb105920bff8cffb32836b5173cb18a57a32c3606f3ea0.)
 _REFERENCE_SHA256 = {
-    TFF_BASE_URL + LZMA_NAME:
-        "c3aaf91b4cf4e69d53d81627ad119eccdc878ff906f68e66063ff10f67faad48",
+  TFF_BASE_URL + LZMA_NAME: "c3aaf91b4cf4e69d53d81627ad119eccdc878ff906f68e66063ff10f67faad48",
 }
 _TABLES = ("examples", "client_metadata")
 
 
-def load_tff_emnist(split: str, *, only_digits: bool = True,
-                    data_dir: str | os.PathLike | None = None,
-                    cache_dir: str | os.PathLike | None = None,
-                    download: bool = True, base_url: str | None = None) -> FederatedData:
+def load_tff_emnist(
+  split: str,
+  *,
+  only_digits: bool = True,
+  data_dir: str | os.PathLike | None = None,
+  cache_dir: str | os.PathLike | None = None,
+  download: bool = True,
+  base_url: str | None = None,
+) -> FederatedData:
   """Loads one split of TFF's federated EMNIST.
 
   Args:
@@ -94,6 +97,7 @@ def h5_name(split: str, only_digits: bool) -> str:
 
 # --- finding the file -----------------------------------------------------------
 
+
 def _locate(split, only_digits, data_dir, cache_dir, download, base_url) -> Path:
   """data_dir if given; else the cache; else a download into the cache."""
   cache = dl.resolve_cache_dir(cache_dir)
@@ -101,15 +105,24 @@ def _locate(split, only_digits, data_dir, cache_dir, download, base_url) -> Path
   if data_dir is not None:
     found = _find_local(Path(data_dir).expanduser(), split, only_digits, cache)
     if found is None:
-      raise DataError(f"no TFF EMNIST file in {data_dir}: expected {wanted} there "
-                      f"(or in {Path(data_dir) / 'datasets'}).")
+      raise DataError(
+        f"no TFF EMNIST file in {data_dir}: expected {wanted} there "
+        f"(or in {Path(data_dir) / 'datasets'})."
+      )
     return found
   found = _find_local(cache, split, only_digits, cache)
   if found is not None:
     return found
   url = (base_url or os.environ.get(BASE_URL_ENV) or TFF_BASE_URL).rstrip("/") + "/" + LZMA_NAME
-  return dl.fetch_sqlite("TFF EMNIST", url, cache, SQLITE_NAME, download_allowed=download,
-                         wanted=wanted, reference_sha256=_REFERENCE_SHA256.get(url))
+  return dl.fetch_sqlite(
+    "TFF EMNIST",
+    url,
+    cache,
+    SQLITE_NAME,
+    download_allowed=download,
+    wanted=wanted,
+    reference_sha256=_REFERENCE_SHA256.get(url),
+  )
 
 
 def _find_local(folder: Path, split: str, only_digits: bool, cache: Path) -> Path | None:
@@ -129,6 +142,7 @@ def _find_local(folder: Path, split: str, only_digits: bool, cache: Path) -> Pat
 
 # --- SQLite ---------------------------------------------------------------------
 
+
 def read_sqlite(path: Path, split_name: str, num_classes: int) -> FederatedData:
   """Reads one split of a TFF SQLite file with one streaming query."""
   try:
@@ -139,14 +153,19 @@ def read_sqlite(path: Path, split_name: str, num_classes: int) -> FederatedData:
     counts = _client_counts(con, path, split_name)
     pixels, labels, spans = _read_examples(con, path, split_name, counts)
   except sqlite3.DatabaseError as e:
-    raise DataError(f"{path}: not a readable SQLite database ({e}); the file is truncated "
-                    "or corrupt. Delete it and fetch it again.") from e
+    raise DataError(
+      f"{path}: not a readable SQLite database ({e}); the file is truncated "
+      "or corrupt. Delete it and fetch it again."
+    ) from e
   finally:
     con.close()
   x = np.frombuffer(pixels, dtype="<f4").reshape(-1, PIXELS)
-  clients = {cid: client_arrays(x[a:b], labels[a:b], num_classes,
-                                f"{path}, split {split_name!r}, client {cid!r}")
-             for cid, (a, b) in spans.items()}
+  clients = {
+    cid: client_arrays(
+      x[a:b], labels[a:b], num_classes, f"{path}, split {split_name!r}, client {cid!r}"
+    )
+    for cid, (a, b) in spans.items()
+  }
   return FederatedData(clients, num_classes, f"{path}:{split_name}")
 
 
@@ -154,17 +173,25 @@ def _client_counts(con: sqlite3.Connection, path: Path, split_name: str) -> dict
   tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
   missing = [t for t in _TABLES if t not in tables]
   if missing:
-    raise DataError(f"{path}: missing table(s) {missing}; found {sorted(tables)}. "
-                    "Is this TFF's emnist_all.sqlite?")
-  counts = dict(con.execute("SELECT client_id, num_examples FROM client_metadata "
-                            "WHERE split_name = ? ORDER BY client_id", (split_name,)))
+    raise DataError(
+      f"{path}: missing table(s) {missing}; found {sorted(tables)}. "
+      "Is this TFF's emnist_all.sqlite?"
+    )
+  counts = dict(
+    con.execute(
+      "SELECT client_id, num_examples FROM client_metadata WHERE split_name = ? ORDER BY client_id",
+      (split_name,),
+    )
+  )
   if not counts:
     splits = [r[0] for r in con.execute("SELECT DISTINCT split_name FROM client_metadata")]
     raise DataError(f"{path}: no split {split_name!r} in client_metadata; found {splits}.")
   empty = [cid for cid, n in counts.items() if not n or n < 0]
   if empty:
-    raise DataError(f"{path}, split {split_name!r}, client {empty[0]!r}: client_metadata "
-                    f"lists {counts[empty[0]]} examples ({len(empty)} such clients).")
+    raise DataError(
+      f"{path}, split {split_name!r}, client {empty[0]!r}: client_metadata "
+      f"lists {counts[empty[0]]} examples ({len(empty)} such clients)."
+    )
   return counts
 
 
@@ -182,20 +209,25 @@ def _read_examples(con, path, split_name, counts):
   nbytes = PIXELS * 4
   pixels = bytearray(total * nbytes)
   labels = [0] * total  # A list: item assignment is cheaper than into numpy.
-  rows = con.execute("SELECT client_id, serialized_example_proto FROM examples "
-                     "WHERE split_name = ?", (split_name,))
+  rows = con.execute(
+    "SELECT client_id, serialized_example_proto FROM examples WHERE split_name = ?", (split_name,)
+  )
   for cid, blob in rows:
     i = cursor.get(cid)
     if i is None or i == ends[cid]:
-      raise DataError(f"{path}, split {split_name!r}, client {cid!r}: more examples than the "
-                      f"{counts.get(cid, 0)} listed in client_metadata.")
+      raise DataError(
+        f"{path}, split {split_name!r}, client {cid!r}: more examples than the "
+        f"{counts.get(cid, 0)} listed in client_metadata."
+      )
     raw, labels[i] = _pixels_and_label(blob, path, split_name, cid, i - spans[cid][0])
-    pixels[i * nbytes:(i + 1) * nbytes] = raw
+    pixels[i * nbytes : (i + 1) * nbytes] = raw
     cursor[cid] = i + 1
   for cid, (a, b) in spans.items():
     if cursor[cid] != b:
-      raise DataError(f"{path}, split {split_name!r}, client {cid!r}: {cursor[cid] - a} "
-                      f"examples but client_metadata lists {b - a}.")
+      raise DataError(
+        f"{path}, split {split_name!r}, client {cid!r}: {cursor[cid] - a} "
+        f"examples but client_metadata lists {b - a}."
+      )
   return pixels, np.array(labels, np.int64), spans
 
 
@@ -208,24 +240,30 @@ def _pixels_and_label(blob, path, split_name, cid, index) -> tuple[bytes, int]:
   kind, raw = features.get("pixels", (None, b""))
   if kind != "float" or len(raw) != PIXELS * 4:
     count = len(raw) // 4 if kind == "float" else 0
-    raise DataError(f"{where}: feature 'pixels' has {count} floats ({kind or 'missing'}), "
-                    f"expected {PIXELS} (28x28).")
+    raise DataError(
+      f"{where}: feature 'pixels' has {count} floats ({kind or 'missing'}), "
+      f"expected {PIXELS} (28x28)."
+    )
   kind, label = features.get("label", (None, ()))
   if kind != "int64" or len(label) != 1:
     raise DataError(f"{where}: feature 'label' should be one int64, got {kind} {label!r}.")
-  return raw, label[0]
+  return cast(bytes, raw), label[0]  # a 'float' feature's value is its raw bytes
 
 
 # --- legacy h5 ------------------------------------------------------------------
 
+
 def read_h5(path: Path, num_classes: int) -> FederatedData:
   """Reads a legacy TFF h5 file: examples/<client_id>/{pixels, label}."""
   import h5py  # Deferred: only this legacy layout needs it.
+
   try:
     f = h5py.File(path, "r")
   except OSError as e:
-    raise DataError(f"{path}: cannot open as HDF5 ({e}); the file is truncated or not an "
-                    "h5 file. Delete it and fetch it again.") from e
+    raise DataError(
+      f"{path}: cannot open as HDF5 ({e}); the file is truncated or not an "
+      "h5 file. Delete it and fetch it again."
+    ) from e
   with f:
     group = f.get("examples")
     if not isinstance(group, h5py.Group):

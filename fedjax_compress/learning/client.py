@@ -24,6 +24,7 @@ from fedjax_compress.models import Model, is_stateful
 class ClientOutput(NamedTuple):
   """What a client hands to the server: its update, its weight, its metric sums, and its
   final model state (() for a stateless model)."""
+
   delta: Any
   num_examples: jax.Array
   metrics: dict[str, jax.Array]
@@ -34,6 +35,7 @@ class GlobalModel(NamedTuple):
   """What the clients of a stateful model start from: the server's parameters (as
   broadcast) and model state. The clients of a stateless model start from the
   parameters alone."""
+
   params: Any
   state: Any
 
@@ -47,6 +49,7 @@ class ClientTrainer(NamedTuple):
   carry is a tuple whose last element is the metric sums (a stateful model's state is
   the element before).
   """
+
   init: Callable
   step: Callable
   finalize: Callable
@@ -122,8 +125,9 @@ def _keep_if(active, new, old):
   return jax.tree.map(lambda a, b: jnp.where(active, a, b), new, old)
 
 
-def local_sgd(model: Model, optimizer: optax.GradientTransformation, *,
-              proximal_mu: float = 0.0) -> ClientTrainer:
+def local_sgd(
+  model: Model, optimizer: optax.GradientTransformation, *, proximal_mu: float = 0.0
+) -> ClientTrainer:
   """FedAvg's client (FedProx's with `proximal_mu > 0`): optimizer steps on local batches.
 
   The delta is `local params - global params`. Metrics are those of the forward pass
@@ -148,7 +152,9 @@ def local_sgd(model: Model, optimizer: optax.GradientTransformation, *,
       logits, new_model_state = forward(p, model_state, x, key)
       loss = task_loss(logits, y, mask)
       if proximal_mu:
-        sq = sum(jnp.sum((a - b)**2) for a, b in zip(jax.tree.leaves(p), jax.tree.leaves(global_params)))
+        sq = sum(
+          jnp.sum((a - b) ** 2) for a, b in zip(jax.tree.leaves(p), jax.tree.leaves(global_params))
+        )
         loss = loss + 0.5 * proximal_mu * sq
       return loss, (logits, new_model_state)
 
@@ -156,9 +162,12 @@ def local_sgd(model: Model, optimizer: optax.GradientTransformation, *,
     updates, new_opt_state = optimizer.update(grads, opt_state, params)
     new_params = optax.apply_updates(params, updates)
     active = jnp.any(mask)
-    return pack(_keep_if(active, new_params, params), _keep_if(active, new_opt_state, opt_state),
-                _keep_if(active, new_model_state, model_state),
-                add_metrics(metrics, logits, y, mask))
+    return pack(
+      _keep_if(active, new_params, params),
+      _keep_if(active, new_opt_state, opt_state),
+      _keep_if(active, new_model_state, model_state),
+      add_metrics(metrics, logits, y, mask),
+    )
 
   def finalize(carry, start):
     params, _, model_state, metrics = unpack(carry)
@@ -189,19 +198,25 @@ def gradient(model: Model) -> ClientTrainer:
 
     def loss_sum(p):
       logits, new_model_state = forward(p, model_state, x, key)
-      return (task_loss(logits, y, mask) * model.task.num_scored(y, mask),
-              (logits, new_model_state))
+      return (
+        task_loss(logits, y, mask) * model.task.num_scored(y, mask),
+        (logits, new_model_state),
+      )
 
     (_, (logits, new_model_state)), grads = jax.value_and_grad(loss_sum, has_aux=True)(
-        parts(start)[0])
-    return pack(jax.tree.map(jnp.add, grad_sum, grads),
-                _keep_if(jnp.any(mask), new_model_state, model_state),
-                add_metrics(metrics, logits, y, mask))
+      parts(start)[0]
+    )
+    return pack(
+      jax.tree.map(jnp.add, grad_sum, grads),
+      _keep_if(jnp.any(mask), new_model_state, model_state),
+      add_metrics(metrics, logits, y, mask),
+    )
 
   def finalize(carry, start):
     grad_sum, model_state, metrics = unpack(carry)
     count = jnp.maximum(metrics["count"], 1.0)
-    return ClientOutput(jax.tree.map(lambda g: -g / count, grad_sum), _weight(metrics), metrics,
-                        model_state)
+    return ClientOutput(
+      jax.tree.map(lambda g: -g / count, grad_sum), _weight(metrics), metrics, model_state
+    )
 
   return ClientTrainer(init, step, finalize)

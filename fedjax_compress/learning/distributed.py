@@ -24,12 +24,14 @@ ENV_NUM_PROCESSES = "FEDJAX_NUM_PROCESSES"
 ENV_PROCESS_ID = "FEDJAX_PROCESS_ID"
 
 
-def initialize(coordinator_address: str, num_processes: int, process_id: int, *,
-               cpu_collectives: str = "gloo") -> None:
+def initialize(
+  coordinator_address: str, num_processes: int, process_id: int, *, cpu_collectives: str = "gloo"
+) -> None:
   """`jax.distributed.initialize`, with CPU collectives; call before any JAX computation."""
   jax.config.update("jax_cpu_collectives_implementation", cpu_collectives)
-  jax.distributed.initialize(coordinator_address, num_processes=num_processes,
-                             process_id=process_id)
+  jax.distributed.initialize(
+    coordinator_address, num_processes=num_processes, process_id=process_id
+  )
 
 
 def initialize_from_env(environ=None) -> bool:

@@ -23,6 +23,7 @@ def evaluator(model: Model) -> Callable[..., dict[str, float]]:
   (`ServerState.model_state`); leaving it out is an error.
   """
   if is_stateful(model):
+
     def forward(p, s, x):
       return model.apply_with_state(p, s, x, train=False)[0]
   else:
@@ -32,21 +33,25 @@ def evaluator(model: Model) -> Callable[..., dict[str, float]]:
 
   def evaluate(params, batches: RoundBatch, model_state: Any = ()) -> dict[str, float]:
     if is_stateful(model) and isinstance(model_state, tuple) and model_state == ():
-      raise ValueError("This model has state: evaluate(params, batches, model_state) with "
-                       "the server's state.model_state.")
+      raise ValueError(
+        "This model has state: evaluate(params, batches, model_state) with "
+        "the server's state.model_state."
+      )
     totals = None
     for c in range(batches.num_clients):
       for b in np.flatnonzero(batches.mask[c].any(axis=-1)):
-        sums = batch_sums(params, model_state, batches.x[c, b], batches.y[c, b],
-                          batches.mask[c, b])
+        sums = batch_sums(params, model_state, batches.x[c, b], batches.y[c, b], batches.mask[c, b])
         if totals is None:
           totals = {k: 0.0 for k in sums}
         for k in totals:
           totals[k] += float(sums[k])
     if totals is None:  # no examples: every sum is 0
-      totals = {k: 0.0 for k in jax.eval_shape(
-          batch_sums, params, model_state, batches.x[0, 0], batches.y[0, 0],
-          batches.mask[0, 0])}
+      totals = {
+        k: 0.0
+        for k in jax.eval_shape(
+          batch_sums, params, model_state, batches.x[0, 0], batches.y[0, 0], batches.mask[0, 0]
+        )
+      }
     return summarize(totals)
 
   return evaluate

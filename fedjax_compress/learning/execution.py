@@ -4,15 +4,17 @@
   step.
 - `chunked`: `vmap` over chunks of `chunk_size` clients, chunks in sequence, each chunk
   halved until it fits the device's memory. The strategy for one GPU/TPU: on an H100 a
-  `vmap` over all of 1000 CNN clients ran a round 4.6x slower than chunks of 128.
+  `vmap` over all of 1000 CNN clients ran a round slower than chunks of 128
+  (`bash benchmarks/gpu.sh`; benchmarks/RESULTS.md, "One GPU").
 - `sharded`: clients sharded over a device mesh (all devices of all processes), the
   round one jitted program with collective sums (see `sharding`). The strategy for
   several devices and for multi-process runs.
 - `sequential`: a Python loop over each client's non-empty batches, each step one
-  jitted call, `client_threads` clients at once on host threads. On XLA:CPU this is the
-  fastest: convolutions inside `lax.scan` ran 9-12x slower per step and a `vmap` over 10
-  clients 5.3-5.7x slower per client-step than a plain loop, while two clients on two
-  threads ran a round 1.35-1.48x faster than it (benchmarks/RESULTS.md).
+  jitted call, `client_threads` clients at once on host threads. The strategy for CPU:
+  there convolutions inside `lax.scan`, and grouped convolutions under `vmap`, ran
+  several times slower than a plain loop of a jitted step, and two clients on two
+  threads ran a round faster than it (`python -m benchmarks.round_speed`;
+  benchmarks/RESULTS.md, "Round speed on CPU" and "Step forms").
 
 Memory. `sequential` and `chunked` stream the round: each client or chunk is folded into
 the aggregator's partial result as it finishes (`Aggregator.accumulate`), so memory grows
@@ -24,8 +26,8 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Callable, cast
 
 import jax
 import jax.numpy as jnp
@@ -34,14 +36,18 @@ import numpy as np
 from fedjax_compress.learning.client import ClientOutput, ClientTrainer
 
 STRATEGIES = ("auto", "sequential", "vmap", "chunked", "sharded")
-# The chunk of `auto` on one GPU/TPU. On an H100 a round of 1000 CNN clients ran in
-# 0.99-1.27 s with chunks of 128 (four runs), 1.11-1.26 s with 32, 64 and 192, but 4.3 s
-# with 256 and 5.2 s as one `vmap` (benchmarks/RESULTS.md).
+# The chunk of `auto` on one GPU/TPU: on an H100, chunks of 32-192 CNN clients ran a
+# round of 1000 about equally fast (128 the fastest run), chunks of 256 and one `vmap`
+# of all several times slower (`bash benchmarks/gpu.sh`; benchmarks/RESULTS.md, "One GPU").
 AUTO_CHUNK_SIZE = 128
 
 
-def resolve(strategy: str, backend: str | None = None, device_count: int | None = None,
-            process_count: int | None = None) -> str:
+def resolve(
+  strategy: str,
+  backend: str | None = None,
+  device_count: int | None = None,
+  process_count: int | None = None,
+) -> str:
   """`auto`: `sharded` multi-process or on several GPUs/TPUs, else `sequential` on CPU
   and `chunked` on one GPU/TPU (chunks of `AUTO_CHUNK_SIZE` clients, or of the whole
   cohort when it is smaller, halved until they fit the device's memory)."""
@@ -73,10 +79,12 @@ def compile_count() -> int:
   Counts backend compilations (cache hits of jitted functions are not compilations).
   """
   if not _compiles["listening"]:
+
     def listener(event, duration_secs, **kwargs):
       del duration_secs, kwargs
       if event == _COMPILE_EVENT:
         _compiles["count"] += 1
+
     jax.monitoring.register_event_duration_secs_listener(listener)
     _compiles["listening"] = True
   return _compiles["count"]
@@ -85,6 +93,7 @@ def compile_count() -> int:
 def _keyed_step(trainer: ClientTrainer):
   def step(carry, global_params, x, y, mask, client_key, index):
     return trainer.step(carry, global_params, x, y, mask, jax.random.fold_in(client_key, index))
+
   return step
 
 
@@ -96,6 +105,7 @@ def vmap_clients(trainer: ClientTrainer, global_params, x, y, mask, client_keys)
     def body(carry, batch):
       index, xb, yb, mb = batch
       return step(carry, global_params, xb, yb, mb, key, index), None
+
     indices = jnp.arange(x.shape[0])
     carry, _ = jax.lax.scan(body, trainer.init(global_params), (indices, x, y, mask))
     return trainer.finalize(carry, global_params)
@@ -130,11 +140,16 @@ class SequentialClients:
       raise ValueError(f"threads={threads} must be >= 1.")
     self._threads = threads
     self._init = jax.jit(trainer.init)
-    # No buffer donation for the step: on XLA:CPU it made each step ~6% slower
-    # (benchmarks/RESULTS.md). The running results are donated: updated in place.
+    # No buffer donation for the step: on XLA:CPU it did not pay across the CNN's forms
+    # (benchmarks/RESULTS.md, "Step forms"). The running results are donated: updated
+    # in place.
     self._step = jax.jit(_keyed_step(trainer))
-    self._add = jax.jit(lambda acc, context, carry, g, index: add(
-        acc, context, _one(trainer.finalize(carry, g)), index), donate_argnums=0)
+    self._add = jax.jit(
+      lambda acc, context, carry, g, index: add(
+        acc, context, _one(trainer.finalize(carry, g)), index
+      ),
+      donate_argnums=0,
+    )
 
   def _train(self, start, global_params, x, y, mask, key, batches):
     carry = start
@@ -143,12 +158,14 @@ class SequentialClients:
     return carry
 
   def __call__(self, acc, context, global_params, x, y, mask, client_keys):
-    active = np.asarray(mask).any(axis=-1)
+    active = cast(np.ndarray, np.asarray(mask).any(axis=-1))  # [clients, batches]
     start = self._init(global_params)
-    train = lambda c: self._train(start, global_params, x[c], y[c], mask[c], client_keys[c],
-                                  np.flatnonzero(active[c]))
-    fold = lambda acc, c, carry: self._add(acc, context, carry, global_params,
-                                           np.asarray([c], np.int32))
+    train = lambda c: self._train(
+      start, global_params, x[c], y[c], mask[c], client_keys[c], np.flatnonzero(active[c])
+    )
+    fold = lambda acc, c, carry: self._add(
+      acc, context, carry, global_params, np.asarray([c], np.int32)
+    )
     if self._threads == 1:
       for c in range(x.shape[0]):
         acc = fold(acc, c, train(c))
@@ -159,7 +176,7 @@ class SequentialClients:
     with ThreadPoolExecutor(self._threads, thread_name_prefix="client") as pool:
       # A window of 2 * threads clients in flight keeps every thread busy while the
       # main thread folds finished clients in order.
-      pending = deque()
+      pending: deque[tuple[int, Future]] = deque()
       for c in range(x.shape[0]):
         pending.append((c, pool.submit(train_to_end, c)))
         if len(pending) == 2 * self._threads:
@@ -175,8 +192,9 @@ def program_bytes(jitted, *args) -> int:
   temporaries (XLA's memory analysis). Compiling here is no waste: `jitted` reuses the
   compilation when it is called with such arguments."""
   m = jitted.lower(*args).compile().memory_analysis()
-  return (m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
-          - m.alias_size_in_bytes)
+  return (
+    m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes
+  )
 
 
 def device_memory_budget(fraction: float = 0.9) -> int | None:
@@ -198,24 +216,36 @@ class ChunkedClients:
   once per cohort shape and kept in `chunk_sizes`.
   """
 
-  def __init__(self, trainer: ClientTrainer, add: AddClients, chunk_size: int,
-               memory_budget: int | None = None):
+  def __init__(
+    self, trainer: ClientTrainer, add: AddClients, chunk_size: int, memory_budget: int | None = None
+  ):
     if chunk_size <= 0:
       raise ValueError(f"chunk_size={chunk_size} must be positive.")
     self._chunk_size = chunk_size
     self._memory_budget = memory_budget
     self.chunk_sizes: dict[tuple, int] = {}
     self._run_and_add = jax.jit(
-        lambda acc, context, g, x, y, mask, keys, index: add(
-            acc, context, vmap_clients(trainer, g, x, y, mask, keys), index),
-        donate_argnums=0)
+      lambda acc, context, g, x, y, mask, keys, index: add(
+        acc, context, vmap_clients(trainer, g, x, y, mask, keys), index
+      ),
+      donate_argnums=0,
+    )
 
   def chunk_bytes(self, args, size: int) -> int:
     """Device memory of the program that trains and folds a chunk of `size` clients;
     `args`: the runner's call arguments."""
     acc, context, global_params, x, y, mask, client_keys = args
-    return program_bytes(self._run_and_add, acc, context, global_params, x[:size], y[:size],
-                         mask[:size], client_keys[:size], np.arange(size, dtype=np.int32))
+    return program_bytes(
+      self._run_and_add,
+      acc,
+      context,
+      global_params,
+      x[:size],
+      y[:size],
+      mask[:size],
+      client_keys[:size],
+      np.arange(size, dtype=np.int32),
+    )
 
   def _chunk_for(self, args, cohort: int) -> int:
     """`min(chunk_size, cohort)`, halved until its program fits the budget."""
@@ -225,25 +255,33 @@ class ChunkedClients:
     while (need := self.chunk_bytes(args, size)) > self._memory_budget:
       if size == 1:
         raise MemoryError(
-            f"One client's training needs {need / 2**20:.1f} MiB of device memory, over the "
-            f"budget of {self._memory_budget / 2**20:.1f} MiB: use a smaller batch size or "
-            f"model, or give fed_avg a larger memory_budget_bytes.")
+          f"One client's training needs {need / 2**20:.1f} MiB of device memory, over the "
+          f"budget of {self._memory_budget / 2**20:.1f} MiB: use a smaller batch size or "
+          f"model, or give fed_avg a larger memory_budget_bytes."
+        )
       size //= 2
-    logging.info("chunked: a cohort of %d clients in chunks of %d (%.1f of %.1f MiB).",
-                 cohort, size, need / 2**20, self._memory_budget / 2**20)
+    logging.info(
+      "chunked: a cohort of %d clients in chunks of %d (%.1f of %.1f MiB).",
+      cohort,
+      size,
+      need / 2**20,
+      self._memory_budget / 2**20,
+    )
     return size
 
   def __call__(self, acc, context, global_params, x, y, mask, client_keys):
     shape = x.shape
     if shape not in self.chunk_sizes:
       self.chunk_sizes[shape] = self._chunk_for(
-          (acc, context, global_params, x, y, mask, client_keys), shape[0])
+        (acc, context, global_params, x, y, mask, client_keys), shape[0]
+      )
     size = self.chunk_sizes[shape]
     for start in range(0, shape[0], size):
       part = slice(start, start + size)
       index = np.arange(start, min(start + size, shape[0]), dtype=np.int32)
-      acc = self._run_and_add(acc, context, global_params, x[part], y[part], mask[part],
-                              client_keys[part], index)
+      acc = self._run_and_add(
+        acc, context, global_params, x[part], y[part], mask[part], client_keys[part], index
+      )
     return acc
 
 
@@ -252,9 +290,14 @@ def client_weights(outputs: ClientOutput, uniform: bool) -> jax.Array:
   return jnp.ones_like(outputs.num_examples) if uniform else outputs.num_examples
 
 
-def client_runner(trainer: ClientTrainer, strategy: str, add: AddClients,
-                  chunk_size: int = 8, threads: int = 1,
-                  memory_budget: int | None = None) -> Callable:
+def client_runner(
+  trainer: ClientTrainer,
+  strategy: str,
+  add: AddClients,
+  chunk_size: int = 8,
+  threads: int = 1,
+  memory_budget: int | None = None,
+) -> Callable:
   """The host-side runner of a split strategy (`sequential` or `chunked`).
 
   `runner(acc, context, global_params, x, y, mask, client_keys) -> acc` folds every

@@ -85,20 +85,24 @@ def sharded_round(trainer: ClientTrainer, whole_round: Callable, mesh: Mesh) -> 
   def local_clients(params, x, y, mask, key_data):
     return vmap_clients(trainer, params, x, y, mask, jax.random.wrap_key_data(key_data))
 
-  train_local = jax.shard_map(local_clients, mesh=mesh,
-                              in_specs=(P(), P(CLIENTS), P(CLIENTS), P(CLIENTS), P(CLIENTS)),
-                              out_specs=P(CLIENTS),
-                              # The scan's carry starts from the replicated params and varies
-                              # by client; nothing here relies on replication checks.
-                              check_vma=False)
+  train_local = jax.shard_map(
+    local_clients,
+    mesh=mesh,
+    in_specs=(P(), P(CLIENTS), P(CLIENTS), P(CLIENTS), P(CLIENTS)),
+    out_specs=P(CLIENTS),
+    # The scan's carry starts from the replicated params and varies
+    # by client; nothing here relies on replication checks.
+    check_vma=False,
+  )
 
   def program(state, rows, x, y, mask, key_data, num_clients):
     padding = x.shape[0] - num_clients
 
     def train(received, client_keys):
       key_data = jax.random.key_data(client_keys)
-      key_data = jnp.concatenate([key_data, jnp.zeros((padding,) + key_data.shape[1:],
-                                                      key_data.dtype)])
+      key_data = jnp.concatenate(
+        [key_data, jnp.zeros((padding,) + key_data.shape[1:], key_data.dtype)]
+      )
       outputs = train_local(received, x, y, mask, key_data)
       return jax.tree.map(lambda a: a[:num_clients], outputs) if padding else outputs
 
@@ -107,10 +111,18 @@ def sharded_round(trainer: ClientTrainer, whole_round: Callable, mesh: Mesh) -> 
   program = jax.jit(program, static_argnums=6, out_shardings=replicated)
 
   def run(state, batch, rows, key):
-    x, y, mask = (global_array(pad_clients(a, mesh.size), clients)
-                  for a in (batch.x, batch.y, batch.mask))
+    x, y, mask = (
+      global_array(pad_clients(a, mesh.size), clients) for a in (batch.x, batch.y, batch.mask)
+    )
     key_data = global_array(jax.random.key_data(key), replicated)
-    return program(replicate(state, mesh), global_array(rows, replicated), x, y, mask, key_data,
-                   batch.num_clients)
+    return program(
+      replicate(state, mesh),
+      global_array(rows, replicated),
+      x,
+      y,
+      mask,
+      key_data,
+      batch.num_clients,
+    )
 
   return run

@@ -39,8 +39,7 @@ from fedjax_compress.models.zoo import register_model
 SEQUENCE_ACCURACIES = ("accuracy", "accuracy_no_oov", "accuracy_no_oov_no_eos")
 
 
-def sequence_loss(logits: jax.Array, y: jax.Array, mask: jax.Array, *,
-                  pad: int = 0) -> jax.Array:
+def sequence_loss(logits: jax.Array, y: jax.Array, mask: jax.Array, *, pad: int = 0) -> jax.Array:
   """Mean cross-entropy over the targets of real examples that are not `pad`.
 
   logits [b, T, V], y [b, T], mask [b]; 0 when nothing is scored. FedJAX's Shakespeare
@@ -54,27 +53,29 @@ def sequence_loss(logits: jax.Array, y: jax.Array, mask: jax.Array, *,
 
 def _left_out(tokens: TokenIds) -> dict[str, tuple[int, ...]]:
   """Accuracy name -> the target ids it does not score."""
-  return {"accuracy": (tokens.pad,),
-          "accuracy_no_oov": (tokens.pad, *tokens.oov),
-          "accuracy_no_oov_no_eos": (tokens.pad, *tokens.oov, tokens.eos)}
+  return {
+    "accuracy": (tokens.pad,),
+    "accuracy_no_oov": (tokens.pad, *tokens.oov),
+    "accuracy_no_oov_no_eos": (tokens.pad, *tokens.oov, tokens.eos),
+  }
 
 
 def _sum_keys(name: str) -> tuple[str, str]:
   """(hits key, scored key) of an accuracy: `correct`/`count` for plain accuracy,
   e.g. `correct_no_oov`/`count_no_oov` for the others."""
-  suffix = name[len("accuracy"):]
+  suffix = name[len("accuracy") :]
   return "correct" + suffix, "count" + suffix
 
 
-def sequence_metric_sums(logits: jax.Array, y: jax.Array, mask: jax.Array, *,
-                         tokens: TokenIds) -> dict[str, jax.Array]:
+def sequence_metric_sums(
+  logits: jax.Array, y: jax.Array, mask: jax.Array, *, tokens: TokenIds
+) -> dict[str, jax.Array]:
   """Sums for `sequence_task`: `loss_sum` over non-pad targets; for each accuracy its
   hits and scored targets (`correct`/`count`: non-pad; `correct_no_oov`/`count_no_oov`;
   `correct_no_oov_no_eos`/`count_no_oov_no_eos`); `num_examples`: real sequences."""
   real = mask[..., None]
   hits = jnp.argmax(logits, axis=-1) == y
-  sums = {"loss_sum": jnp.sum(jnp.where(real & (y != tokens.pad), cross_entropy(logits, y),
-                                        0.0))}
+  sums = {"loss_sum": jnp.sum(jnp.where(real & (y != tokens.pad), cross_entropy(logits, y), 0.0))}
   for name, left_out in _left_out(tokens).items():
     scored = real & ~jnp.isin(y, jnp.asarray(left_out, y.dtype))
     correct, count = _sum_keys(name)
@@ -120,8 +121,10 @@ def sequence_task(tokens: TokenIds) -> Task:
   non-pad targets.
   """
   if tokens.pad != 0:
-    raise ValueError(f"tokens.pad={tokens.pad}: this package pads with id 0 (a round's "
-                     f"padding is zeros); number the vocabulary with pad 0.")
+    raise ValueError(
+      f"tokens.pad={tokens.pad}: this package pads with id 0 (a round's "
+      f"padding is zeros); number the vocabulary with pad 0."
+    )
 
   def loss(logits, y, mask):
     return sequence_loss(logits, y, mask, pad=tokens.pad)
@@ -137,6 +140,7 @@ def sequence_task(tokens: TokenIds) -> Task:
 
 # --- the models ------------------------------------------------------------------------
 
+
 def _keras_embedding_init(key, shape, dtype=jnp.float32):
   return jax.random.uniform(key, shape, dtype, -0.05, 0.05)
 
@@ -146,15 +150,17 @@ def recurrent_layer(features: int, name: str) -> nn.Module:
 
   `models.lstm.LSTM`: the input projections of all steps in one matrix product, one
   fused recurrent product a step, and a hand-written backward pass; Keras' initializers
-  including the forget-gate bias of 1. The one place the LSTM form is chosen: on this
-  CPU it ran the char LSTM's step 3.9x faster than Flax's `nn.RNN` of
-  `OptimizedLSTMCell` (`python -m benchmarks.lstm_forms`, benchmarks/RESULTS.md).
+  including the forget-gate bias of 1. The one place the LSTM form is chosen, for its
+  speed: on CPU it ran the char LSTM's step faster than Flax's `nn.RNN` of
+  `OptimizedLSTMCell` (`python -m benchmarks.lstm_forms`; benchmarks/RESULTS.md,
+  "Shakespeare LSTM step forms").
   """
   return LSTM(features, name=name)
 
 
 class LSTMLanguageModel(nn.Module):
   """Embedding - LSTM layers - optional dense projection - dense to `vocab_size` logits."""
+
   vocab_size: int
   embed_size: int
   hidden_sizes: tuple[int, ...]
@@ -163,35 +169,45 @@ class LSTMLanguageModel(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     # Ids may arrive as floats (a shape-only probe); embedding needs integers.
-    h = nn.Embed(self.vocab_size, self.embed_size, embedding_init=_keras_embedding_init,
-                 name="embedding")(x.astype(jnp.int32))
+    h = nn.Embed(
+      self.vocab_size, self.embed_size, embedding_init=_keras_embedding_init, name="embedding"
+    )(x.astype(jnp.int32))
     for i, features in enumerate(self.hidden_sizes):
       h = recurrent_layer(features, name=f"lstm_{i}")(h)
-    dense = lambda n, name: nn.Dense(n, kernel_init=nn.initializers.glorot_uniform(),
-                                     name=name)
+    dense = lambda n, name: nn.Dense(n, kernel_init=nn.initializers.glorot_uniform(), name=name)
     if self.projection is not None:
       h = dense(self.projection, "projection")(h)
     return dense(self.vocab_size, "logits")(h)
 
 
-def _language_model(module: LSTMLanguageModel, input_shape, num_classes: int,
-                    num_oov_buckets: int, what: str) -> Model:
+def _language_model(
+  module: LSTMLanguageModel, input_shape, num_classes: int, num_oov_buckets: int, what: str
+) -> Model:
   input_shape = tuple(input_shape)
   if len(input_shape) != 1:
-    raise ValueError(f"{what} reads token sequences [T]; this data has examples of shape "
-                     f"{input_shape}: pick a model for images, or token data.")
+    raise ValueError(
+      f"{what} reads token sequences [T]; this data has examples of shape "
+      f"{input_shape}: pick a model for images, or token data."
+    )
   words = num_classes - num_oov_buckets - 3
   if words < 1:
-    raise ValueError(f"{what}: num_classes={num_classes} leaves no words besides pad, BOS, "
-                     f"EOS and {num_oov_buckets} OOV id(s).")
+    raise ValueError(
+      f"{what}: num_classes={num_classes} leaves no words besides pad, BOS, "
+      f"EOS and {num_oov_buckets} OOV id(s)."
+    )
   task = sequence_task(tff_token_ids(words, num_oov_buckets))
   return from_flax(module, input_shape, num_classes)._replace(task=task)
 
 
 @register_model("char_lstm")
-def char_lstm(num_classes: int = 90, input_shape: tuple[int, ...] = (SEQUENCE_LENGTH,),
-              embed_size: int = 8, hidden_size: int = 256, num_layers: int = 2,
-              num_oov_buckets: int = 1) -> Model:
+def char_lstm(
+  num_classes: int = 90,
+  input_shape: tuple[int, ...] = (SEQUENCE_LENGTH,),
+  embed_size: int = 8,
+  hidden_size: int = 256,
+  num_layers: int = 2,
+  num_oov_buckets: int = 1,
+) -> Model:
   """Reddi et al.'s Shakespeare character LSTM (embedding 8, 2 x LSTM 256, dense).
 
   The sequence task's ids are TFF's layout for `num_classes` logits
@@ -203,9 +219,13 @@ def char_lstm(num_classes: int = 90, input_shape: tuple[int, ...] = (SEQUENCE_LE
 
 
 @register_model("word_lstm")
-def word_lstm(num_classes: int = 10_004, input_shape: tuple[int, ...] = (20,),
-              embed_size: int = 96, hidden_size: int = 670,
-              num_oov_buckets: int = 1) -> Model:
+def word_lstm(
+  num_classes: int = 10_004,
+  input_shape: tuple[int, ...] = (20,),
+  embed_size: int = 96,
+  hidden_size: int = 670,
+  num_oov_buckets: int = 1,
+) -> Model:
   """Reddi et al.'s Stack Overflow next-word LSTM (embedding 96, LSTM 670, dense 96,
   dense to the vocabulary); ids as in `char_lstm`."""
   module = LSTMLanguageModel(num_classes, embed_size, (hidden_size,), projection=embed_size)

@@ -89,8 +89,9 @@ def _forward_scan(z_x: jax.Array, w_h: jax.Array, unroll: int):
   return hs, cs, gates
 
 
-def _backward_scan(d_hs: jax.Array, cs: jax.Array, gates: jax.Array, w_h: jax.Array,
-                   unroll: int) -> jax.Array:
+def _backward_scan(
+  d_hs: jax.Array, cs: jax.Array, gates: jax.Array, w_h: jax.Array, unroll: int
+) -> jax.Array:
   """Gradients of the pre-activations, dz [T, B, 4H], from the outputs' d_hs [T, B, H].
 
   Walks time backwards carrying (dh, dc), the gradients flowing into step t from
@@ -106,13 +107,19 @@ def _backward_scan(d_hs: jax.Array, cs: jax.Array, gates: jax.Array, w_h: jax.Ar
     dh = d_h + dh_next
     tanh_c = jnp.tanh(c)
     dc = dc_next + dh * o * (1 - tanh_c * tanh_c)
-    dz = jnp.concatenate([dc * g * i * (1 - i), dc * c_before * f * (1 - f),
-                          dc * i * (1 - g * g), dh * tanh_c * o * (1 - o)], axis=-1)
+    dz = jnp.concatenate(
+      [
+        dc * g * i * (1 - i),
+        dc * c_before * f * (1 - f),
+        dc * i * (1 - g * g),
+        dh * tanh_c * o * (1 - o),
+      ],
+      axis=-1,
+    )
     return (dz @ w_h_t, dc * f), dz
 
   zeros = jnp.zeros_like(d_hs[0])
-  _, dz = jax.lax.scan(step, (zeros, zeros), (d_hs, cs, c_prev, gates), reverse=True,
-                       unroll=unroll)
+  _, dz = jax.lax.scan(step, (zeros, zeros), (d_hs, cs, c_prev, gates), reverse=True, unroll=unroll)
   return dz
 
 
@@ -158,6 +165,7 @@ class LSTM(nn.Module):
   No sequence mask: padding at the end of a sequence does not change the outputs before
   it, so mask it in the loss.
   """
+
   features: int
   unroll: int = 1
   hand_gradient: bool = True
@@ -177,8 +185,10 @@ class LSTM(nn.Module):
 
 def _gate_bias_init(forget_bias: float):
   """Zeros, except `forget_bias` on the forget gate's block (the second of four)."""
+
   def init(key, shape, dtype=jnp.float32):
     del key
     hidden = shape[0] // 4
-    return jnp.zeros(shape, dtype).at[hidden:2 * hidden].set(forget_bias)
+    return jnp.zeros(shape, dtype).at[hidden : 2 * hidden].set(forget_bias)
+
   return init

@@ -4,13 +4,14 @@ from Flax modules."""
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, Mapping, NamedTuple
+from typing import Any, Callable, Mapping, NamedTuple, Protocol, TypeGuard
 
 import jax
 import jax.numpy as jnp
 from flax import linen, nnx
 
 from fedjax_compress.data.text import TokenIds
+from fedjax_compress.streams import DROPOUT_STREAM
 
 Params = Any
 State = Any  # a model's state: a pytree of arrays (e.g. BatchNorm's running statistics)
@@ -41,6 +42,7 @@ class Task(NamedTuple):
       averages (`loss * num_scored` is the batch's loss sum, as FedSGD needs).
     tokens: the special ids of a sequence task; None for classification.
   """
+
   name: str
   loss: Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
   metric_sums: Callable[[jax.Array, jax.Array, jax.Array], dict[str, jax.Array]]
@@ -51,6 +53,7 @@ class Task(NamedTuple):
 
 # --- classification ----------------------------------------------------------------
 
+
 def masked_loss(logits: jax.Array, labels: jax.Array, mask: jax.Array) -> jax.Array:
   """Mean cross-entropy over the unmasked examples (0 for an all-masked batch)."""
   losses = cross_entropy(logits, labels)
@@ -58,15 +61,16 @@ def masked_loss(logits: jax.Array, labels: jax.Array, mask: jax.Array) -> jax.Ar
   return jnp.sum(jnp.where(mask, losses, 0.0)) / jnp.maximum(count, 1)
 
 
-def masked_metric_sums(logits: jax.Array, labels: jax.Array,
-                       mask: jax.Array) -> dict[str, jax.Array]:
+def masked_metric_sums(
+  logits: jax.Array, labels: jax.Array, mask: jax.Array
+) -> dict[str, jax.Array]:
   """Sums that average correctly across batches and clients: loss, correct, count."""
   losses = cross_entropy(logits, labels)
   correct = jnp.argmax(logits, axis=-1) == labels
   return {
-      "loss_sum": jnp.sum(jnp.where(mask, losses, 0.0)),
-      "correct": jnp.sum(mask & correct).astype(jnp.float32),
-      "count": jnp.sum(mask).astype(jnp.float32),
+    "loss_sum": jnp.sum(jnp.where(mask, losses, 0.0)),
+    "correct": jnp.sum(mask & correct).astype(jnp.float32),
+    "count": jnp.sum(mask).astype(jnp.float32),
   }
 
 
@@ -81,13 +85,20 @@ def _ratio(total: float, count: float) -> float:
 
 
 def _summarize_classification(totals: Mapping[str, float]) -> dict[str, float]:
-  return {"loss": _ratio(totals["loss_sum"], totals["count"]),
-          "accuracy": _ratio(totals["correct"], totals["count"]),
-          "num_examples": totals["count"]}
+  return {
+    "loss": _ratio(totals["loss_sum"], totals["count"]),
+    "accuracy": _ratio(totals["correct"], totals["count"]),
+    "num_examples": totals["count"],
+  }
 
 
-CLASSIFICATION = Task("classification", masked_loss, masked_metric_sums,
-                      _summarize_classification, lambda y, mask: jnp.sum(mask))
+CLASSIFICATION = Task(
+  "classification",
+  masked_loss,
+  masked_metric_sums,
+  _summarize_classification,
+  lambda y, mask: jnp.sum(mask),
+)
 
 
 class Model(NamedTuple):
@@ -98,7 +109,7 @@ class Model(NamedTuple):
   sets only the first four fields; a stateful one also sets `init_state` and
   `apply_with_state`, and its `apply` raises (it has no state to read): the state is
   explicit, never hidden, so federated training can start clients from the server's
-  state and average what they return (see `learning.fed_avg`). `is_stateful` tells
+  state and average what they return (see `learning.rounds`). `is_stateful` tells
   the two apart.
 
   Attributes:
@@ -117,6 +128,7 @@ class Model(NamedTuple):
     task: the loss and metrics of its outputs; by default `CLASSIFICATION` (labels
       [b], one logit vector per example). Language models carry a `sequence_task`.
   """
+
   init: Callable[[jax.Array], Params]
   apply: Callable[..., jax.Array]
   input_shape: tuple[int, ...]
@@ -126,16 +138,40 @@ class Model(NamedTuple):
   task: Task = CLASSIFICATION
 
 
-def is_stateful(model: Model) -> bool:
+class StatefulModel(Protocol):
+  """A `Model` that `is_stateful` accepts: its `init_state` and `apply_with_state` are set
+  (for the type checker; the objects are `Model`s)."""
+
+  @property
+  def init(self) -> Callable[[jax.Array], Params]: ...
+  @property
+  def apply(self) -> Callable[..., jax.Array]: ...
+  @property
+  def input_shape(self) -> tuple[int, ...]: ...
+  @property
+  def num_classes(self) -> int: ...
+  @property
+  def init_state(self) -> Callable[[jax.Array], State]: ...
+  @property
+  def apply_with_state(self) -> Callable[..., tuple[jax.Array, State]]: ...
+  @property
+  def task(self) -> Task: ...
+
+
+def is_stateful(model: Model) -> TypeGuard[StatefulModel]:
   """Whether `model` has state (`init_state` and `apply_with_state` set)."""
   if (model.init_state is None) != (model.apply_with_state is None):
-    raise ValueError("A stateful Model sets both init_state and apply_with_state; this one "
-                     "sets only one of them.")
+    raise ValueError(
+      "A stateful Model sets both init_state and apply_with_state; this one sets only one of them."
+    )
   return model.apply_with_state is not None
 
 
-def from_flax(module: linen.Module | Callable[[nnx.Rngs], nnx.Module],
-              input_shape: tuple[int, ...], num_classes: int) -> Model:
+def from_flax(
+  module: linen.Module | Callable[[nnx.Rngs], nnx.Module],
+  input_shape: tuple[int, ...],
+  num_classes: int,
+) -> Model:
   """Wraps a Linen module, or a factory `rngs -> nnx.Module`, as a `Model`.
 
   Linen: a `__call__` that declares a `train` parameter receives `train=train` (so
@@ -158,14 +194,19 @@ def from_flax(module: linen.Module | Callable[[nnx.Rngs], nnx.Module],
     return _from_linen(module, tuple(input_shape), num_classes)
   if callable(module):
     return _from_nnx(module, tuple(input_shape), num_classes)
-  raise TypeError(f"from_flax expects a flax.linen.Module or a factory rngs -> nnx.Module, "
-                  f"got {type(module).__name__}.")
+  raise TypeError(
+    f"from_flax expects a flax.linen.Module or a factory rngs -> nnx.Module, "
+    f"got {type(module).__name__}."
+  )
 
 
 def _stateful_apply_error(kind: str, names) -> Callable[..., jax.Array]:
   def apply(params, x, *, train=False, rng=None):
-    raise TypeError(f"This {kind} model has state ({', '.join(names)}): call "
-                    f"model.apply_with_state(params, state, x, train=..., rng=...).")
+    raise TypeError(
+      f"This {kind} model has state ({', '.join(names)}): call "
+      f"model.apply_with_state(params, state, x, train=..., rng=...)."
+    )
+
   return apply
 
 
@@ -187,11 +228,14 @@ def _from_linen(module: linen.Module, input_shape, num_classes) -> Model:
 
   if not collections:
     if not takes_train:  # The zoo's models: the computation as it always was.
+
       def apply(params, x, *, train=False, rng=None):
         return module.apply({"params": params}, x, rngs=rngs(True, rng))
     else:
+
       def apply(params, x, *, train=False, rng=None):
         return module.apply({"params": params}, x, rngs=rngs(train, rng), train=train)
+
     return Model(init, apply, input_shape, num_classes)
 
   def init_state(key):
@@ -201,26 +245,38 @@ def _from_linen(module: linen.Module, input_shape, num_classes) -> Model:
   def apply_with_state(params, state, x, *, train=False, rng=None):
     # Mutable in evaluation too, the updates dropped: a module that updates its state
     # whatever `train` says then still evaluates.
-    logits, updates = module.apply({"params": params, **state}, x, rngs=rngs(train, rng),
-                                   mutable=collections, **mode(train))
+    logits, updates = module.apply(
+      {"params": params, **state}, x, rngs=rngs(train, rng), mutable=collections, **mode(train)
+    )
     return logits, ({c: updates[c] for c in collections} if train else state)
 
-  return Model(init, _stateful_apply_error("Linen", collections), input_shape, num_classes,
-               init_state, apply_with_state)
+  return Model(
+    init,
+    _stateful_apply_error("Linen", collections),
+    input_shape,
+    num_classes,
+    init_state,
+    apply_with_state,
+  )
 
 
 def _from_nnx(factory: Callable[[nnx.Rngs], nnx.Module], input_shape, num_classes) -> Model:
   def build(key):
-    return factory(nnx.Rngs(params=key, dropout=jax.random.fold_in(key, 1)))
+    return factory(nnx.Rngs(params=key, dropout=jax.random.fold_in(key, DROPOUT_STREAM)))
 
   def split(module):
     """(graphdef, params, RNG streams, state)."""
     return nnx.split(module, nnx.Param, nnx.RngState, ...)
 
   graphdef, abstract_params, abstract_rngs, abstract_state = split(
-      nnx.eval_shape(lambda: build(jax.random.key(0))))
-  state_names = sorted({type(v).__name__ for v in jax.tree.leaves(
-      abstract_state, is_leaf=lambda v: isinstance(v, nnx.Variable))})
+    nnx.eval_shape(lambda: build(jax.random.key(0)))
+  )
+  state_names = sorted(
+    {
+      type(v).__name__
+      for v in jax.tree.leaves(abstract_state, is_leaf=lambda v: isinstance(v, nnx.Variable))
+    }
+  )
 
   def init(key):
     return nnx.to_pure_dict(split(build(key))[1])
@@ -229,8 +285,12 @@ def _from_nnx(factory: Callable[[nnx.Rngs], nnx.Module], input_shape, num_classe
     return nnx.to_pure_dict(split(build(key))[3])
 
   def apply_with_state(params, state, x, *, train=False, rng=None):
-    module = nnx.merge(graphdef, _filled(abstract_params, params), _fresh_rngs(abstract_rngs),
-                       _filled(abstract_state, state))
+    module = nnx.merge(
+      graphdef,
+      _filled(abstract_params, params),
+      _fresh_rngs(abstract_rngs),
+      _filled(abstract_state, state),
+    )
     if train:
       module.train()
       if rng is not None:
@@ -242,10 +302,17 @@ def _from_nnx(factory: Callable[[nnx.Rngs], nnx.Module], input_shape, num_classe
 
   if not state_names:
     apply = lambda params, x, *, train=False, rng=None: apply_with_state(
-        params, {}, x, train=train, rng=rng)[0]
+      params, {}, x, train=train, rng=rng
+    )[0]
     return Model(init, apply, input_shape, num_classes)
-  return Model(init, _stateful_apply_error("NNX", state_names), input_shape, num_classes,
-               init_state, apply_with_state)
+  return Model(
+    init,
+    _stateful_apply_error("NNX", state_names),
+    input_shape,
+    num_classes,
+    init_state,
+    apply_with_state,
+  )
 
 
 def _filled(abstract: nnx.State, pure: Any) -> nnx.State:
@@ -257,11 +324,13 @@ def _filled(abstract: nnx.State, pure: Any) -> nnx.State:
 
 def _fresh_rngs(abstract: nnx.State) -> nnx.State:
   """Concrete RNG streams for an abstract `nnx.RngState`: keys of seed 0, counts 0."""
+
   def leaf(a):
     if jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):
       key = jax.random.key(0)
       return key if a.shape == () else jax.random.split(key, a.shape)
     return jnp.zeros(a.shape, a.dtype)
+
   return jax.tree.map(leaf, abstract)
 
 
@@ -275,9 +344,13 @@ def check_task(model: Model, tokens: TokenIds | None) -> None:
   (`FederatedData.tokens`: None for image data)."""
   have = model.task.tokens
   if tokens is None and have is not None:
-    raise ValueError("this is a language model (sequence task) but the data are not token "
-                     "sequences: pick a classification model for this dataset.")
+    raise ValueError(
+      "this is a language model (sequence task) but the data are not token "
+      "sequences: pick a classification model for this dataset."
+    )
   if tokens is not None and have != tokens:
-    raise ValueError(f"the data's token ids {tokens} differ from the model's "
-                     f"{have or '(classification model)'}: use a language model, with "
-                     f"model._replace(task=sequence_task(data.tokens)) if its ids differ.")
+    raise ValueError(
+      f"the data's token ids {tokens} differ from the model's "
+      f"{have or '(classification model)'}: use a language model, with "
+      f"model._replace(task=sequence_task(data.tokens)) if its ids differ."
+    )

@@ -29,6 +29,7 @@ from fedjax_compress.models.zoo import EMNIST_INPUT_SHAPE, register_model
 
 class ConvDropoutCNN(nn.Module):
   """Reddi et al.'s EMNIST CNN (see the module docstring)."""
+
   num_classes: int = 62
   conv_dropout: float = 0.25
   dense_dropout: float = 0.5
@@ -47,12 +48,17 @@ class ConvDropoutCNN(nn.Module):
 
 
 @register_model("cnn_dropout")
-def cnn_dropout(num_classes: int, input_shape: tuple[int, ...] = EMNIST_INPUT_SHAPE,
-                conv_dropout: float = 0.25, dense_dropout: float = 0.5) -> Model:
+def cnn_dropout(
+  num_classes: int,
+  input_shape: tuple[int, ...] = EMNIST_INPUT_SHAPE,
+  conv_dropout: float = 0.25,
+  dense_dropout: float = 0.5,
+) -> Model:
   """Reddi et al.'s EMNIST CNN with dropout (`ConvDropoutCNN`)."""
   for name, rate in (("conv_dropout", conv_dropout), ("dense_dropout", dense_dropout)):
     if not 0.0 <= rate < 1.0:
       raise ValueError(f"cnn_dropout: {name}={rate} is invalid: a dropout rate is in [0, 1).")
-  module = ConvDropoutCNN(num_classes=num_classes, conv_dropout=conv_dropout,
-                          dense_dropout=dense_dropout)
+  module = ConvDropoutCNN(
+    num_classes=num_classes, conv_dropout=conv_dropout, dense_dropout=dense_dropout
+  )
   return from_flax(module, input_shape, num_classes)

@@ -41,8 +41,15 @@ EPSILON = 1e-3
 
 
 def _conv(features: int, kernel: int, stride: int = 1, name: str | None = None) -> nn.Conv:
-  return nn.Conv(features, (kernel, kernel), strides=(stride, stride), padding="SAME",
-                 use_bias=False, kernel_init=nn.initializers.he_normal(), name=name)
+  return nn.Conv(
+    features,
+    (kernel, kernel),
+    strides=(stride, stride),
+    padding="SAME",
+    use_bias=False,
+    kernel_init=nn.initializers.he_normal(),
+    name=name,
+  )
 
 
 def _norm(name: str | None = None) -> nn.GroupNorm:
@@ -51,6 +58,7 @@ def _norm(name: str | None = None) -> nn.GroupNorm:
 
 class BasicBlockV2(nn.Module):
   """A pre-activation basic block: two 3x3 convolutions and a shortcut."""
+
   features: int
   stride: int = 1
   preactivate: bool = True  # False: the first block, right after the stem's GN -> ReLU
@@ -67,6 +75,7 @@ class BasicBlockV2(nn.Module):
 
 class ResNetGN(nn.Module):
   """A pre-activation ResNet with GroupNorm (see the module docstring)."""
+
   num_classes: int = 100
   stage_sizes: Sequence[int] = (2, 2, 2, 2)
   initial_filters: int = 64
@@ -77,7 +86,7 @@ class ResNetGN(nn.Module):
     x = nn.relu(_norm()(_conv(self.initial_filters, 7, 2)(x)))
     x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
     for stage, blocks in enumerate(self.stage_sizes):
-      features = self.initial_filters * 2 ** stage
+      features = self.initial_filters * 2**stage
       for block in range(blocks):
         stride = 2 if self.downsample and stage > 0 and block == 0 else 1
         x = BasicBlockV2(features, stride, preactivate=(stage, block) != (0, 0))(x)
@@ -86,11 +95,13 @@ class ResNetGN(nn.Module):
 
 
 @register_model("resnet18_gn")
-def resnet18_gn(num_classes: int, input_shape: tuple[int, ...] = CIFAR_INPUT_SHAPE,
-                downsample: bool = False) -> Model:
+def resnet18_gn(
+  num_classes: int, input_shape: tuple[int, ...] = CIFAR_INPUT_SHAPE, downsample: bool = False
+) -> Model:
   """ResNet-18 (basic blocks, 2-2-2-2) with GroupNorm (`ResNetGN`), Reddi et al.'s CIFAR-100
   model; `downsample=True`: stride 2 at stages 2-4 instead of the reference's stride 1."""
   if len(input_shape) != 3:
     raise ValueError(f"resnet18_gn takes images [H, W, C]; got input_shape={input_shape}.")
-  return from_flax(ResNetGN(num_classes=num_classes, downsample=downsample), input_shape,
-                   num_classes)
+  return from_flax(
+    ResNetGN(num_classes=num_classes, downsample=downsample), input_shape, num_classes
+  )

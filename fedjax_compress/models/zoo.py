@@ -17,8 +17,9 @@ CIFAR_INPUT_SHAPE = (32, 32, 3)
 
 def _conv_params(module: nn.Module, x, features: int, kernel_size: tuple[int, int]):
   """`nn.Conv`'s parameters: `kernel` [kh, kw, in, out] and `bias` [out]."""
-  kernel = module.param("kernel", nn.initializers.lecun_normal(),
-                        tuple(kernel_size) + (x.shape[-1], features))
+  kernel = module.param(
+    "kernel", nn.initializers.lecun_normal(), tuple(kernel_size) + (x.shape[-1], features)
+  )
   bias = module.param("bias", nn.initializers.zeros_init(), (features,))
   return kernel, bias
 
@@ -34,8 +35,9 @@ def shifted_patches(x: jax.Array, kernel_size: tuple[int, int]) -> jax.Array:
   (kh, kw), (height, width) = kernel_size, x.shape[-3:-1]
   pads = [(0, 0)] * (x.ndim - 3) + [((kh - 1) // 2, kh // 2), ((kw - 1) // 2, kw // 2), (0, 0)]
   padded = jnp.pad(x, pads)
-  return jnp.concatenate([padded[..., i:i + height, j:j + width, :]
-                          for i in range(kh) for j in range(kw)], axis=-1)
+  return jnp.concatenate(
+    [padded[..., i : i + height, j : j + width, :] for i in range(kh) for j in range(kw)], axis=-1
+  )
 
 
 class ShiftedConv(nn.Module):
@@ -44,8 +46,9 @@ class ShiftedConv(nn.Module):
   The same parameters and function as `nn.Conv`. On XLA:CPU its backward pass is two
   dense matrix products, where `nn.Conv`'s backward convolutions are slow; in `lax.scan`
   and under `vmap` it avoids XLA:CPU's slow convolution paths (benchmarks/RESULTS.md,
-  "CPU efficiency").
+  "Step forms").
   """
+
   features: int
   kernel_size: tuple[int, int]
 
@@ -62,6 +65,7 @@ class PatchConv(nn.Module):
   own kernels it is a batched matrix product, where `nn.Conv` becomes a convolution with
   one feature group per client.
   """
+
   features: int
   kernel_size: tuple[int, int]
 
@@ -69,7 +73,8 @@ class PatchConv(nn.Module):
   def __call__(self, x):
     kernel, bias = _conv_params(self, x, self.features, self.kernel_size)
     patches = jax.lax.conv_general_dilated_patches(
-        x, self.kernel_size, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+      x, self.kernel_size, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
     # Patch features are ordered (in, kh, kw).
     matrix = jnp.transpose(kernel, (2, 0, 1, 3)).reshape(-1, self.features)
     return patches @ matrix + bias
@@ -83,9 +88,11 @@ def max_pool_2x2(x: jax.Array) -> jax.Array:
   """
   batch, height, width, channels = x.shape
   if height % 2 or width % 2:
-    raise ValueError(f"max_pool_2x2 needs an even height and width; got [B, H, W, C] = "
-                     f"{list(x.shape)}. For odd sizes use pool='window' (nn.max_pool, SAME "
-                     f"padding).")
+    raise ValueError(
+      f"max_pool_2x2 needs an even height and width; got [B, H, W, C] = "
+      f"{list(x.shape)}. For odd sizes use pool='window' (nn.max_pool, SAME "
+      f"padding)."
+    )
   return x.reshape(batch, height // 2, 2, width // 2, 2, channels).max(axis=(2, 4))
 
 
@@ -106,6 +113,7 @@ class FedAvgCNN(nn.Module):
   (`nn.Conv`), "shifted" (`ShiftedConv`) or "patches" (`PatchConv`); `pool` "reshape"
   (`max_pool_2x2`) or "window" (`nn.max_pool`).
   """
+
   num_classes: int = 10
   conv: str = "xla"
   pool: str = "reshape"
@@ -125,6 +133,7 @@ class FedAvgCNN(nn.Module):
 
 class FedAvgMLP(nn.Module):
   """The "2NN": two hidden layers of 200 ReLU units (199,210 parameters for 10 classes)."""
+
   num_classes: int = 10
   hidden: int = 200
 
@@ -141,6 +150,7 @@ class CifarCNN(nn.Module):
 
   545,098 parameters for 10 classes on CIFAR_INPUT_SHAPE; any [H, W, C] input works.
   """
+
   num_classes: int = 10
 
   @nn.compact
@@ -169,30 +179,38 @@ def register_model(name: str, factory: Callable[..., Model] | None = None):
 
 
 @register_model("cnn")
-def cnn(num_classes: int, input_shape: tuple[int, ...] = EMNIST_INPUT_SHAPE, conv: str = "xla",
-        pool: str = "reshape") -> Model:
+def cnn(
+  num_classes: int,
+  input_shape: tuple[int, ...] = EMNIST_INPUT_SHAPE,
+  conv: str = "xla",
+  pool: str = "reshape",
+) -> Model:
   """The FedAvg CNN (`FedAvgCNN`), its layers computed as `conv` and `pool` say."""
-  return from_flax(FedAvgCNN(num_classes=num_classes, conv=conv, pool=pool), input_shape,
-                   num_classes)
+  return from_flax(
+    FedAvgCNN(num_classes=num_classes, conv=conv, pool=pool), input_shape, num_classes
+  )
 
 
 @register_model("cnn_shifted")
-def cnn_shifted(num_classes: int, input_shape: tuple[int, ...] = EMNIST_INPUT_SHAPE,
-                pool: str = "reshape") -> Model:
+def cnn_shifted(
+  num_classes: int, input_shape: tuple[int, ...] = EMNIST_INPUT_SHAPE, pool: str = "reshape"
+) -> Model:
   """The FedAvg CNN, its convolutions as shifted images times a matrix (`ShiftedConv`)."""
   return cnn(num_classes, input_shape, conv="shifted", pool=pool)
 
 
 @register_model("cnn_patches")
-def cnn_patches(num_classes: int, input_shape: tuple[int, ...] = EMNIST_INPUT_SHAPE,
-                pool: str = "reshape") -> Model:
+def cnn_patches(
+  num_classes: int, input_shape: tuple[int, ...] = EMNIST_INPUT_SHAPE, pool: str = "reshape"
+) -> Model:
   """The FedAvg CNN, its convolutions as image patches times a matrix (`PatchConv`)."""
   return cnn(num_classes, input_shape, conv="patches", pool=pool)
 
 
 @register_model("cnn_reference")
-def cnn_reference(num_classes: int, input_shape: tuple[int, ...] = EMNIST_INPUT_SHAPE,
-                  conv: str = "xla") -> Model:
+def cnn_reference(
+  num_classes: int, input_shape: tuple[int, ...] = EMNIST_INPUT_SHAPE, conv: str = "xla"
+) -> Model:
   """The FedAvg CNN with Flax's own layers (`nn.Conv`, `nn.max_pool`)."""
   return cnn(num_classes, input_shape, conv=conv, pool="window")
 
@@ -209,8 +227,9 @@ def cifar_cnn(num_classes: int, input_shape: tuple[int, ...] = CIFAR_INPUT_SHAPE
   return from_flax(CifarCNN(num_classes=num_classes), input_shape, num_classes)
 
 
-def create_model(name: str, num_classes: int,
-                 input_shape: tuple[int, ...] = EMNIST_INPUT_SHAPE, **kwargs: Any) -> Model:
+def create_model(
+  name: str, num_classes: int, input_shape: tuple[int, ...] = EMNIST_INPUT_SHAPE, **kwargs: Any
+) -> Model:
   """A registered model by name, built with `kwargs` (checked against its factory).
 
   Built in: "cnn"; "cnn_shifted" and "cnn_patches" (the same CNN, its convolutions as
@@ -219,8 +238,9 @@ def create_model(name: str, num_classes: int,
   `register_model`. An unknown name or argument raises `registry.ComponentError` (a
   `ValueError`) that names it.
   """
-  return model_registry.create(name, kwargs, num_classes=num_classes,
-                               input_shape=tuple(input_shape))
+  return model_registry.create(
+    name, kwargs, num_classes=num_classes, input_shape=tuple(input_shape)
+  )
 
 
 def model_names() -> list[str]:

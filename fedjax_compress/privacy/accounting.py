@@ -75,7 +75,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, cast
 
 import dp_accounting
 import numpy as np
@@ -84,7 +84,7 @@ from dp_accounting.pld import pld_privacy_accountant
 from dp_accounting.pld import privacy_loss_distribution
 from dp_accounting.rdp import rdp_privacy_accountant
 
-from fedjax_compress.aggregators import arguments as check
+from fedjax_compress.compression import arguments as check
 from fedjax_compress.privacy.rounding import DEFAULT_BETA, rounding_norm_bound
 
 MECHANISMS = ("gaussian", "ddg", "skellam")
@@ -111,6 +111,7 @@ class DpParams(NamedTuple):
       Skellam only).
     beta: the conditional rounding's parameter (`rounding.rounding_norm_bound`).
   """
+
   mechanism: str
   noise_multiplier: float
   clients_per_round: int
@@ -122,8 +123,9 @@ class DpParams(NamedTuple):
   beta: float = DEFAULT_BETA
 
 
-def _check_mechanism(owner, mechanism, noise_multiplier, clients_per_round, clip_norm, gamma,
-                     dim, beta):
+def _check_mechanism(
+  owner, mechanism, noise_multiplier, clients_per_round, clip_norm, gamma, dim, beta
+):
   """Checks the mechanism's arguments; returns (mechanism, z, n)."""
   mechanism = check.choice(owner, "mechanism", mechanism, MECHANISMS)
   noise_multiplier = check.real(owner, "noise_multiplier", noise_multiplier, 0.0)
@@ -139,8 +141,14 @@ def _check_mechanism(owner, mechanism, noise_multiplier, clients_per_round, clip
   return mechanism, noise_multiplier, clients_per_round
 
 
-def local_noise(mechanism: str, noise_multiplier: float, *, clients_per_round: int,
-                clip_norm: float, gamma: float = 1.0) -> float:
+def local_noise(
+  mechanism: str,
+  noise_multiplier: float,
+  *,
+  clients_per_round: int,
+  clip_norm: float,
+  gamma: float = 1.0,
+) -> float:
   """The parameter of each client's noise share that gives the summed noise z * C.
 
   The summed noise has standard deviation `noise_multiplier * clip_norm * gamma` per
@@ -163,8 +171,11 @@ def local_noise(mechanism: str, noise_multiplier: float, *, clients_per_round: i
 
 def _ddg_rho(a: float, b: float, tau: float, dim: int) -> float:
   """rho of the line through alpha = 1 that dominates Proposition 14's bound."""
-  return min(a * a / 2 + tau * dim, (a * a + 2 * b * tau + tau * tau * dim) / 2,
-             (a + math.sqrt(dim) * tau)**2 / 2)
+  return min(
+    a * a / 2 + tau * dim,
+    (a * a + 2 * b * tau + tau * tau * dim) / 2,
+    (a + math.sqrt(dim) * tau) ** 2 / 2,
+  )
 
 
 def _skellam_rho(l2: float, l1: float, mu: float) -> float:
@@ -175,10 +186,16 @@ def _skellam_rho(l2: float, l1: float, mu: float) -> float:
   return lead + min(slope + max(offset, 0.0), 3 * l1 / (2 * mu))
 
 
-def effective_noise_multiplier(mechanism: str, noise_multiplier: float, *,
-                               clients_per_round: int, clip_norm: float | None = None,
-                               gamma: float | None = None, dim: int | None = None,
-                               beta: float = DEFAULT_BETA) -> float:
+def effective_noise_multiplier(
+  mechanism: str,
+  noise_multiplier: float,
+  *,
+  clients_per_round: int,
+  clip_norm: float | None = None,
+  gamma: float | None = None,
+  dim: int | None = None,
+  beta: float = DEFAULT_BETA,
+) -> float:
   """The Gaussian noise multiplier (relative to C) whose RDP dominates one round's.
 
   "gaussian" returns `noise_multiplier`. "ddg" and "skellam" return z_eff <= z, with
@@ -191,14 +208,24 @@ def effective_noise_multiplier(mechanism: str, noise_multiplier: float, *,
       discrete Gaussian sigma = z C gamma / sqrt(n) is below 1/2 (Proposition 14's
       condition).
   """
-  return _effective("effective_noise_multiplier", mechanism, noise_multiplier,
-                    clients_per_round, clip_norm, gamma, dim, beta)
+  return _effective(
+    "effective_noise_multiplier",
+    mechanism,
+    noise_multiplier,
+    clients_per_round,
+    clip_norm,
+    gamma,
+    dim,
+    beta,
+  )
 
 
-def _effective(owner, mechanism, noise_multiplier, clients_per_round, clip_norm, gamma, dim,
-               beta) -> float:
-  mechanism, z, n = _check_mechanism(owner, mechanism, noise_multiplier, clients_per_round,
-                                     clip_norm, gamma, dim, beta)
+def _effective(
+  owner, mechanism, noise_multiplier, clients_per_round, clip_norm, gamma, dim, beta
+) -> float:
+  mechanism, z, n = _check_mechanism(
+    owner, mechanism, noise_multiplier, clients_per_round, clip_norm, gamma, dim, beta
+  )
   if mechanism == "gaussian" or z == 0:
     return z
   scaled_clip = gamma * clip_norm
@@ -209,10 +236,13 @@ def _effective(owner, mechanism, noise_multiplier, clients_per_round, clip_norm,
     sigma = total / math.sqrt(n)
     if sigma < 0.5:
       raise check.invalid(
-          owner, "noise_multiplier", noise_multiplier,
-          f"large enough that each client's discrete Gaussian sigma = noise_multiplier * "
-          f"clip_norm * gamma / sqrt(clients_per_round) is >= 1/2 (Kairouz et al. "
-          f"Proposition 14); it gives {sigma:.4g}")
+        owner,
+        "noise_multiplier",
+        noise_multiplier,
+        f"large enough that each client's discrete Gaussian sigma = noise_multiplier * "
+        f"clip_norm * gamma / sqrt(clients_per_round) is >= 1/2 (Kairouz et al. "
+        f"Proposition 14); it gives {sigma:.4g}",
+      )
     k = np.arange(1, n)
     tau = 10 * float(np.sum(np.exp(-2 * math.pi**2 * sigma**2 * k / (k + 1))))
     rho = _ddg_rho(l2 / total, l1 / total, tau, dim)
@@ -237,17 +267,20 @@ def _rdp_scales_replace_one() -> bool:
   return replace.get_epsilon(1e-5) > 1.5 * plain.get_epsilon(1e-5)
 
 
-def _round_event(z_eff: float, clients_per_round: int, num_clients: int,
-                 accountant: str) -> dp_accounting.DpEvent:
+def _round_event(
+  z_eff: float, clients_per_round: int, num_clients: int, accountant: str
+) -> dp_accounting.DpEvent:
   """One round: Decision 2 of the module docstring."""
   if z_eff == 0:
     return dp_accounting.NonPrivateDpEvent()
   if accountant == "rdp":
     z = z_eff if _rdp_scales_replace_one() else z_eff / 2
     return dp_accounting.SampledWithoutReplacementDpEvent(
-        num_clients, clients_per_round, dp_accounting.GaussianDpEvent(z))
-  return dp_accounting.PoissonSampledDpEvent(clients_per_round / num_clients,
-                                             dp_accounting.GaussianDpEvent(z_eff / 2))
+      num_clients, clients_per_round, dp_accounting.GaussianDpEvent(z)
+    )
+  return dp_accounting.PoissonSampledDpEvent(
+    clients_per_round / num_clients, dp_accounting.GaussianDpEvent(z_eff / 2)
+  )
 
 
 def _check_params(owner: str, params: DpParams, accountant: str) -> tuple[DpParams, float]:
@@ -258,18 +291,34 @@ def _check_params(owner: str, params: DpParams, accountant: str) -> tuple[DpPara
   num_clients = check.integer(owner, "num_clients", params.num_clients, 1)
   clients = check.integer(owner, "clients_per_round", params.clients_per_round, 1)
   if clients > num_clients:
-    raise check.invalid(owner, "clients_per_round", clients,
-                        f"<= num_clients ({num_clients})")
+    raise check.invalid(owner, "clients_per_round", clients, f"<= num_clients ({num_clients})")
   check.integer(owner, "rounds", params.rounds, 1)
-  z_eff = _effective(owner, params.mechanism, params.noise_multiplier, clients,
-                     params.clip_norm, params.gamma, params.dim, params.beta)
+  z_eff = _effective(
+    owner,
+    params.mechanism,
+    params.noise_multiplier,
+    clients,
+    params.clip_norm,
+    params.gamma,
+    params.dim,
+    params.beta,
+  )
   return params, z_eff
 
 
-def dp_event(mechanism: str, *, noise_multiplier: float, clients_per_round: int,
-             num_clients: int, rounds: int, accountant: str = "rdp",
-             clip_norm: float | None = None, gamma: float | None = None,
-             dim: int | None = None, beta: float = DEFAULT_BETA) -> dp_accounting.DpEvent:
+def dp_event(
+  mechanism: str,
+  *,
+  noise_multiplier: float,
+  clients_per_round: int,
+  num_clients: int,
+  rounds: int,
+  accountant: str = "rdp",
+  clip_norm: float | None = None,
+  gamma: float | None = None,
+  dim: int | None = None,
+  beta: float = DEFAULT_BETA,
+) -> dp_accounting.DpEvent:
   """The `dp_accounting` event of `rounds` rounds, for `accountant` ("rdp" or "pld").
 
   `SelfComposedDpEvent(round, rounds)`, where a round is
@@ -279,12 +328,13 @@ def dp_event(mechanism: str, *, noise_multiplier: float, clients_per_round: int,
   `epsilon(event, delta, accountant)`, which picks the neighbouring relation it needs.
   Zero noise gives a `NonPrivateDpEvent` round (epsilon = inf).
   """
-  params = DpParams(mechanism, noise_multiplier, clients_per_round, num_clients, rounds,
-                    clip_norm, gamma, dim, beta)
+  params = DpParams(
+    mechanism, noise_multiplier, clients_per_round, num_clients, rounds, clip_norm, gamma, dim, beta
+  )
   params, z_eff = _check_params("dp_event", params, accountant)
   return dp_accounting.SelfComposedDpEvent(
-      _round_event(z_eff, params.clients_per_round, params.num_clients, accountant),
-      params.rounds)
+    _round_event(z_eff, params.clients_per_round, params.num_clients, accountant), params.rounds
+  )
 
 
 def _sampled_without_replacement(event: dp_accounting.DpEvent) -> bool:
@@ -300,8 +350,10 @@ def _accountant(accountant: str, replace: bool, mechanism: str | None = None):
   """A fresh accountant: REPLACE_ONE if the event samples without replacement (RDP)."""
   if accountant == "pld":
     if replace:
-      raise ValueError("epsilon: the PLD accountant has no event for sampling without "
-                       "replacement; build the event with dp_event(..., accountant='pld').")
+      raise ValueError(
+        "epsilon: the PLD accountant has no event for sampling without "
+        "replacement; build the event with dp_event(..., accountant='pld')."
+      )
     return pld_privacy_accountant.PLDAccountant(value_discretization_interval=PLD_DISCRETIZATION)
   relation = _NEIGHBOURS.REPLACE_ONE if replace else _NEIGHBOURS.ADD_OR_REMOVE_ONE
   orders = SKELLAM_ORDERS if mechanism == "skellam" else None
@@ -312,8 +364,9 @@ def _check_delta(owner: str, delta) -> float:
   return check.real(owner, "delta", delta, 0.0, 1.0, lo_open=True, hi_open=True)
 
 
-def epsilon(event_or_params: dp_accounting.DpEvent | DpParams, delta: float,
-            accountant: str = "rdp") -> float:
+def epsilon(
+  event_or_params: dp_accounting.DpEvent | DpParams, delta: float, accountant: str = "rdp"
+) -> float:
   """Epsilon at `delta` of a `DpParams`, or of a `dp_accounting` event.
 
   A `DpParams` is turned into `dp_event(..., accountant=accountant)` (and Skellam gets
@@ -329,13 +382,14 @@ def epsilon(event_or_params: dp_accounting.DpEvent | DpParams, delta: float,
     params, z_eff = _check_params(owner, event_or_params, accountant)
     mechanism = params.mechanism
     event = dp_accounting.SelfComposedDpEvent(
-        _round_event(z_eff, params.clients_per_round, params.num_clients, accountant),
-        params.rounds)
+      _round_event(z_eff, params.clients_per_round, params.num_clients, accountant), params.rounds
+    )
   elif isinstance(event_or_params, dp_accounting.DpEvent):
     event = event_or_params
   else:
-    raise check.invalid(owner, "event_or_params", event_or_params,
-                        "a DpParams or a dp_accounting.DpEvent")
+    raise check.invalid(
+      owner, "event_or_params", event_or_params, "a DpParams or a dp_accounting.DpEvent"
+    )
   acc = _accountant(accountant, _sampled_without_replacement(event), mechanism)
   return float(acc.compose(event).get_epsilon(delta))
 
@@ -345,12 +399,11 @@ def epsilons_by_round(params: DpParams, delta: float, accountant: str = "rdp") -
 
   RDP is additive over rounds: the accountant composes one round once, and round t's
   epsilon is `rdp_privacy_accountant.compute_epsilon(orders, t * rdp, delta)` (what the
-  accountant's `get_epsilon` computes): 1,000 rounds take about 1.2 s, mostly the one
-  round's RDP. PLD: the library's privacy loss distribution of one round (the one the
-  PLD accountant builds for the round's event) is composed round after round and read
-  at every round: exact, but slow, about 0.3 s a round (1,000 rounds, q = 0.05, z = 1:
-  about 5 minutes, where `epsilon` of the last round alone takes 2 s). Use RDP for a
-  per-round log.
+  accountant's `get_epsilon` computes): cheap, its cost mostly the one round's RDP.
+  PLD: the library's privacy loss distribution of one round (the one the PLD accountant
+  builds for the round's event) is composed round after round and read at every round:
+  exact, but far slower. Use RDP for a per-round log (timings: benchmarks/RESULTS.md,
+  "Privacy accounting cost").
   """
   owner = "epsilons_by_round"
   delta = _check_delta(owner, delta)
@@ -362,12 +415,18 @@ def epsilons_by_round(params: DpParams, delta: float, accountant: str = "rdp") -
   if accountant == "rdp":
     acc = _accountant("rdp", _sampled_without_replacement(one), params.mechanism).compose(one)
     orders, rdp = acc.orders, acc.rdp
-    return np.array([rdp_privacy_accountant.compute_epsilon(orders, t * rdp, delta)[0]
-                     for t in range(1, rounds + 1)], dtype=np.float64)
+    return np.array(
+      [
+        rdp_privacy_accountant.compute_epsilon(orders, t * rdp, delta)[0]
+        for t in range(1, rounds + 1)
+      ],
+      dtype=np.float64,
+    )
   pld_one = privacy_loss_distribution.from_gaussian_mechanism(
-      standard_deviation=one.event.noise_multiplier,
-      value_discretization_interval=PLD_DISCRETIZATION,
-      sampling_prob=one.sampling_probability)
+    standard_deviation=one.event.noise_multiplier,
+    value_discretization_interval=PLD_DISCRETIZATION,
+    sampling_prob=one.sampling_probability,
+  )
   out, pld = np.empty(rounds), pld_one
   for t in range(rounds):
     if t:
@@ -376,12 +435,21 @@ def epsilons_by_round(params: DpParams, delta: float, accountant: str = "rdp") -
   return out
 
 
-def noise_multiplier_for_epsilon(target_epsilon: float, delta: float, *, clients_per_round: int,
-                                 num_clients: int, rounds: int, mechanism: str = "gaussian",
-                                 accountant: str = "rdp", clip_norm: float | None = None,
-                                 gamma: float | Callable[[float], float] | None = None,
-                                 dim: int | None = None, beta: float = DEFAULT_BETA,
-                                 tol: float = 1e-4) -> float:
+def noise_multiplier_for_epsilon(
+  target_epsilon: float,
+  delta: float,
+  *,
+  clients_per_round: int,
+  num_clients: int,
+  rounds: int,
+  mechanism: str = "gaussian",
+  accountant: str = "rdp",
+  clip_norm: float | None = None,
+  gamma: float | Callable[[float], float] | None = None,
+  dim: int | None = None,
+  beta: float = DEFAULT_BETA,
+  tol: float = 1e-4,
+) -> float:
   """The smallest noise multiplier (within `tol`) whose epsilon at `delta` is <= the target.
 
   Calibrated before a run by `dp_accounting.mechanism_calibration.calibrate_dp_mechanism`
@@ -398,21 +466,30 @@ def noise_multiplier_for_epsilon(target_epsilon: float, delta: float, *, clients
   delta = _check_delta(owner, delta)
   tol = check.real(owner, "tol", tol, 0.0, lo_open=True)
   gamma_of = gamma if callable(gamma) else lambda z: gamma
-  mechanism, _, _ = _check_mechanism(owner, mechanism, 1.0, clients_per_round, clip_norm,
-                                     gamma_of(1.0), dim, beta)
+  mechanism, _, _ = _check_mechanism(
+    owner, mechanism, 1.0, clients_per_round, clip_norm, gamma_of(1.0), dim, beta
+  )
   lowest = 1e-3
   if mechanism == "ddg":  # Proposition 14 needs sigma >= 1/2.
-    lowest = max(lowest, _least_ddg_noise(gamma_of, clip_norm, clients_per_round))
+    # _check_mechanism has checked that DDG's clip_norm and gamma are given.
+    assert clip_norm is not None
+    lowest = max(
+      lowest,
+      _least_ddg_noise(cast(Callable[[float], float], gamma_of), clip_norm, clients_per_round),
+    )
   start = max(lowest, 1.0)
-  probe = DpParams(mechanism, start, clients_per_round, num_clients, rounds, clip_norm,
-                   gamma_of(start), dim, beta)
+  probe = DpParams(
+    mechanism, start, clients_per_round, num_clients, rounds, clip_norm, gamma_of(start), dim, beta
+  )
   _check_params(owner, probe, accountant)
 
   def event(z: float) -> dp_accounting.DpEvent:
-    z_eff = _effective(owner, mechanism, float(z), clients_per_round, clip_norm,
-                       gamma_of(float(z)), dim, beta)
+    z_eff = _effective(
+      owner, mechanism, float(z), clients_per_round, clip_norm, gamma_of(float(z)), dim, beta
+    )
     return dp_accounting.SelfComposedDpEvent(
-        _round_event(z_eff, clients_per_round, num_clients, accountant), rounds)
+      _round_event(z_eff, clients_per_round, num_clients, accountant), rounds
+    )
 
   def fresh():
     return _accountant(accountant, accountant == "rdp", mechanism)
@@ -425,8 +502,9 @@ def noise_multiplier_for_epsilon(target_epsilon: float, delta: float, *, clients
     lo, hi = start, 2 * start
     while gap(hi) > 0:
       if hi >= 1e4:
-        raise check.invalid(owner, "target_epsilon", target_epsilon,
-                            "reachable with a noise multiplier <= 1e4")
+        raise check.invalid(
+          owner, "target_epsilon", target_epsilon, "reachable with a noise multiplier <= 1e4"
+        )
       lo, hi = hi, 2 * hi
   else:
     lo, hi = max(start / 2, lowest), start
@@ -434,24 +512,29 @@ def noise_multiplier_for_epsilon(target_epsilon: float, delta: float, *, clients
       if lo == lowest:
         return lo  # Even the least noise allowed meets the target.
       lo, hi = max(lo / 2, lowest), lo
-  return float(mechanism_calibration.calibrate_dp_mechanism(
-      fresh, event, target, delta,
-      mechanism_calibration.ExplicitBracketInterval(lo, hi), tol=tol))
+  return float(
+    mechanism_calibration.calibrate_dp_mechanism(
+      fresh, event, target, delta, mechanism_calibration.ExplicitBracketInterval(lo, hi), tol=tol
+    )
+  )
 
 
-def _least_ddg_noise(gamma_of: Callable[[float], float], clip_norm: float,
-                     clients: int) -> float:
+def _least_ddg_noise(gamma_of: Callable[[float], float], clip_norm: float, clients: int) -> float:
   """The least z with each client's sigma = z C gamma(z) / sqrt(n) >= 1/2 (Proposition 14).
 
   sigma grows with z (gamma(z) shrinks, but z gamma(z) grows), so bisection finds it.
   """
+
   def sigma(z: float) -> float:
     return z * clip_norm * gamma_of(z) / math.sqrt(clients)
+
   lo, hi = 0.0, 1e-3
   while sigma(hi) < 0.5:
     if hi >= 1e4:
-      raise ValueError("noise_multiplier_for_epsilon: no noise multiplier <= 1e4 gives DDG's "
-                       "clients a discrete Gaussian sigma >= 1/2: raise the bits.")
+      raise ValueError(
+        "noise_multiplier_for_epsilon: no noise multiplier <= 1e4 gives DDG's "
+        "clients a discrete Gaussian sigma >= 1/2: raise the bits."
+      )
     lo, hi = hi, 2 * hi
   if lo == 0.0:
     return 0.0

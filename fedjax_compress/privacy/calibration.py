@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import math
 
-from fedjax_compress.aggregators import arguments as check
+from fedjax_compress.compression import arguments as check
 
 
 def _check(owner, clients, clip_norm, dim, noise_stddev, failure_probability, rho):
@@ -44,20 +44,28 @@ def _check(owner, clients, clip_norm, dim, noise_stddev, failure_probability, rh
   clip_norm = check.real(owner, "clip_norm", clip_norm, 0.0)
   dim = check.integer(owner, "dim", dim, 1)
   noise_stddev = check.real(owner, "noise_stddev", noise_stddev, 0.0)
-  failure_probability = check.real(owner, "failure_probability", failure_probability, 0.0,
-                                   1.0, lo_open=True, hi_open=True)
+  failure_probability = check.real(
+    owner, "failure_probability", failure_probability, 0.0, 1.0, lo_open=True, hi_open=True
+  )
   rho = check.real(owner, "rho", rho, 0.0, lo_open=True)
   return clients, clip_norm, dim, noise_stddev, failure_probability, rho
 
 
 def _per_gamma_squared(clients, clip_norm, dim, noise_stddev, rho) -> float:
   """The part of the variance proxy that scales with gamma^2."""
-  return rho * (clients * clip_norm)**2 / dim + noise_stddev**2
+  return rho * (clients * clip_norm) ** 2 / dim + noise_stddev**2
 
 
-def max_abs_coordinate(*, clients: int, clip_norm: float, gamma: float, dim: int,
-                       noise_stddev: float, failure_probability: float,
-                       rho: float = 1.0) -> float:
+def max_abs_coordinate(
+  *,
+  clients: int,
+  clip_norm: float,
+  gamma: float,
+  dim: int,
+  noise_stddev: float,
+  failure_probability: float,
+  rho: float = 1.0,
+) -> float:
   """M: every coordinate of the integer sum is within [-M, M] with prob. >= 1 - failure.
 
   M = sqrt(2 V log(2 dim / failure_probability)), V = gamma^2 (rho (clients clip_norm)^2
@@ -74,29 +82,53 @@ def max_abs_coordinate(*, clients: int, clip_norm: float, gamma: float, dim: int
     rho: the rotation's flatness (1 for the randomized Hadamard transform).
   """
   owner = "max_abs_coordinate"
-  n, c, d, s, p, rho = _check(owner, clients, clip_norm, dim, noise_stddev,
-                              failure_probability, rho)
+  n, c, d, s, p, rho = _check(
+    owner, clients, clip_norm, dim, noise_stddev, failure_probability, rho
+  )
   gamma = check.real(owner, "gamma", gamma, 0.0, lo_open=True)
   variance = gamma**2 * _per_gamma_squared(n, c, d, s, rho) + n / 4
   return math.sqrt(2 * variance * math.log(2 * d / p))
 
 
-def bits_for_modular_sum(*, clients: int, clip_norm: float, gamma: float, dim: int,
-                         noise_stddev: float, failure_probability: float,
-                         rho: float = 1.0) -> int:
+def bits_for_modular_sum(
+  *,
+  clients: int,
+  clip_norm: float,
+  gamma: float,
+  dim: int,
+  noise_stddev: float,
+  failure_probability: float,
+  rho: float = 1.0,
+) -> int:
   """Bits per coordinate for the modular sum to wrap with probability <= failure_probability.
 
   ceil(log2(2 floor(M) + 1)) with M from `max_abs_coordinate` (same arguments): the
   integers -floor(M)..floor(M) fit in Z_{2^bits} read back as signed.
   """
-  m = math.floor(max_abs_coordinate(clients=clients, clip_norm=clip_norm, gamma=gamma,
-                                    dim=dim, noise_stddev=noise_stddev,
-                                    failure_probability=failure_probability, rho=rho))
+  m = math.floor(
+    max_abs_coordinate(
+      clients=clients,
+      clip_norm=clip_norm,
+      gamma=gamma,
+      dim=dim,
+      noise_stddev=noise_stddev,
+      failure_probability=failure_probability,
+      rho=rho,
+    )
+  )
   return max(1, math.ceil(math.log2(2 * m + 1)))
 
 
-def gamma_for_bits(bits: int, *, clients: int, clip_norm: float, dim: int, noise_stddev: float,
-                   failure_probability: float, rho: float = 1.0) -> float:
+def gamma_for_bits(
+  bits: int,
+  *,
+  clients: int,
+  clip_norm: float,
+  dim: int,
+  noise_stddev: float,
+  failure_probability: float,
+  rho: float = 1.0,
+) -> float:
   """The largest scale gamma whose sum fits in `bits` bits (the inverse of `bits_for_modular_sum`).
 
   The sum fits while M < 2^(bits-1) (then |S_j| <= floor(M) <= 2^(bits-1) - 1): gamma
@@ -113,15 +145,18 @@ def gamma_for_bits(bits: int, *, clients: int, clip_norm: float, dim: int, noise
   """
   owner = "gamma_for_bits"
   bits = check.integer(owner, "bits", bits, 2, 62)
-  n, c, d, s, p, rho = _check(owner, clients, clip_norm, dim, noise_stddev,
-                              failure_probability, rho)
+  n, c, d, s, p, rho = _check(
+    owner, clients, clip_norm, dim, noise_stddev, failure_probability, rho
+  )
   per = _per_gamma_squared(n, c, d, s, rho)
   if per == 0:
-    raise check.invalid(owner, "clip_norm", clip_norm,
-                        "> 0 (or noise_stddev > 0): otherwise any gamma fits")
-  limit = 2.0**(bits - 1)
+    raise check.invalid(
+      owner, "clip_norm", clip_norm, "> 0 (or noise_stddev > 0): otherwise any gamma fits"
+    )
+  limit = 2.0 ** (bits - 1)
   room = limit**2 / (2 * math.log(2 * d / p)) - n / 4
   if room <= 0:
-    raise check.invalid(owner, "bits", bits,
-                        f"large enough for the rounding errors of {n} clients alone")
+    raise check.invalid(
+      owner, "bits", bits, f"large enough for the rounding errors of {n} clients alone"
+    )
   return math.sqrt(room / per) * (1 - 1e-12)  # below the root: float error stays inside

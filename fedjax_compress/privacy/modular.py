@@ -33,10 +33,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fedjax_compress.aggregators import arguments as check
-from fedjax_compress.aggregators.core import (UPLINK_BITS, Aggregator, Measurements,
-                                              set_clients, zero_bits)
-from fedjax_compress.aggregators.stages import Encoded, Stage, codes_kind, named, stateless
+from fedjax_compress.aggregators.base import (
+  UPLINK_BITS,
+  Aggregator,
+  Measurements,
+  set_clients,
+  zero_bits,
+)
+from fedjax_compress.compression import arguments as check
+from fedjax_compress.compression.base import Encoded, Stage, codes_kind, named, stateless
 
 MAX_BITS = 32
 
@@ -55,8 +60,9 @@ def _check_integers(owner: str, dtype, what: str = "the values") -> None:
   dtype = np.dtype(dtype)
   if not np.issubdtype(dtype, np.integer):
     raise ValueError(
-        f"{owner}: {what} are {dtype} but must be integers (int32, uint32, int8, ...): "
-        f"round them first (privacy.rounding.randomized_round).")
+      f"{owner}: {what} are {dtype} but must be integers (int32, uint32, int8, ...): "
+      f"round them first (privacy.rounding.randomized_round)."
+    )
 
 
 def wrap(x: jax.Array, bits: int) -> jax.Array:
@@ -84,8 +90,9 @@ def unwrap(u: jax.Array, bits: int) -> jax.Array:
   bits = check_modulus_bits("unwrap", bits)
   shift = np.uint32(MAX_BITS - bits)
   v = wrap(u, bits) << shift  # the sign bit of Z_{2^bits} to bit 31
-  return jax.lax.shift_right_arithmetic(jax.lax.bitcast_convert_type(v, jnp.int32),
-                                        jnp.int32(MAX_BITS - bits))
+  return jax.lax.shift_right_arithmetic(
+    jax.lax.bitcast_convert_type(v, jnp.int32), jnp.int32(MAX_BITS - bits)
+  )
 
 
 def modular_add(a: jax.Array, b: jax.Array, bits: int) -> jax.Array:
@@ -101,6 +108,7 @@ class ModularPartial(NamedTuple):
     sums: per leaf of the update, uint32: the clients' values summed in Z_{2^b} so far.
     bits: the per-client bit counters (`BIT_KEYS`), filled as clients are added.
   """
+
   sums: tuple
   bits: Measurements
 
@@ -147,23 +155,31 @@ def modular_sum(bits: int) -> Aggregator:
     leaves = _leaves(owner, spec)
     per_client = bits * sum(math.prod(leaf.shape) for leaf in leaves)
     if per_client >= 2**31:
-      raise ValueError(f"{owner}: a client payload of {per_client} bits exceeds the int32 "
-                       f"bit counter.")
-    return ModularPartial(tuple(jnp.zeros(leaf.shape, jnp.uint32) for leaf in leaves),
-                          zero_bits(num_clients))
+      raise ValueError(
+        f"{owner}: a client payload of {per_client} bits exceeds the int32 bit counter."
+      )
+    return ModularPartial(
+      tuple(jnp.zeros(leaf.shape, jnp.uint32) for leaf in leaves), zero_bits(num_clients)
+    )
 
   def accumulate(state, partial, updates, weights, clients, key):
     leaves = _leaves(owner, updates)
-    sums = tuple(modular_add(total, jnp.sum(wrap(x, bits), axis=0, dtype=jnp.uint32), bits)
-                 for total, x in zip(partial.sums, leaves))
+    sums = tuple(
+      modular_add(total, jnp.sum(wrap(x, bits), axis=0, dtype=jnp.uint32), bits)
+      for total, x in zip(partial.sums, leaves)
+    )
     per_client = bits * sum(math.prod(x.shape[1:]) for x in leaves)
-    uplink = set_clients(partial.bits[UPLINK_BITS], clients.index,
-                         jnp.full(clients.index.shape, per_client, jnp.int32))
+    uplink = set_clients(
+      partial.bits[UPLINK_BITS], clients.index, jnp.full(clients.index.shape, per_client, jnp.int32)
+    )
     return ModularPartial(sums, {**partial.bits, UPLINK_BITS: uplink}), ()
 
   def finish(state, partial, spec, key):
     treedef = jax.tree.structure(spec)
-    aggregate = treedef.unflatten([unwrap(total, bits) for total in partial.sums])
+    # jaxlib ships no stub for PyTreeDef (jax.tree.structure's type).
+    aggregate = treedef.unflatten(  # type: ignore[attr-defined]
+      [unwrap(total, bits) for total in partial.sums]
+    )
     return aggregate, state, partial.bits
 
   return Aggregator(init, start, accumulate, finish)

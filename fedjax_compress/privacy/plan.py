@@ -23,12 +23,12 @@ Decisions:
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Any, NamedTuple, overload
 
 import numpy as np
 
-from fedjax_compress.aggregators import arguments as check
-from fedjax_compress.aggregators.rotation import padded_size
+from fedjax_compress.compression import arguments as check
+from fedjax_compress.compression.hadamard import padded_size
 from fedjax_compress.privacy.calibration import gamma_for_bits
 from fedjax_compress.privacy.rounding import DEFAULT_BETA, rounding_norm_bound
 
@@ -63,6 +63,7 @@ class DpPlan(NamedTuple):
     failure_probability: the allowed probability of a wrap-around a round.
     accountant: "rdp" or "pld" (dp-accounting's).
   """
+
   mechanism: str
   noise_multiplier: float
   clip_norm: float
@@ -92,6 +93,7 @@ class DpPlan(NamedTuple):
     """The conditional rounding's L2 bound on a client's integer vector (distributed)."""
     if not self.distributed:
       return None
+    assert self.gamma is not None and self.dim is not None  # make_plan sets them
     return rounding_norm_bound(self.gamma * self.clip_norm, self.dim, self.beta)
 
   @property
@@ -99,6 +101,7 @@ class DpPlan(NamedTuple):
     """Each client's noise parameter: sigma (DDG), mu (Skellam); 0 for "gaussian"."""
     if not self.distributed:
       return 0.0
+    assert self.gamma is not None  # make_plan sets it for the distributed mechanisms
     total = self.noise_multiplier * self.clip_norm * self.gamma  # integer units
     n = self.clients_per_round
     return total**2 / (2 * n) if self.mechanism == "skellam" else total / math.sqrt(n)
@@ -106,15 +109,26 @@ class DpPlan(NamedTuple):
   def params(self):
     """The `accounting.DpParams` of this plan (needs `accountable`)."""
     from fedjax_compress.privacy import accounting  # pylint: disable=import-outside-toplevel
+
     if not self.accountable:
       raise ValueError(f"{self.mechanism}: privacy accounting needs num_clients and rounds.")
-    return accounting.DpParams(self.mechanism, self.noise_multiplier, self.clients_per_round,
-                               self.num_clients, self.rounds, self.clip_norm if
-                               self.distributed else None, self.gamma, self.dim, self.beta)
+    assert self.num_clients is not None and self.rounds is not None  # accountable
+    return accounting.DpParams(
+      self.mechanism,
+      self.noise_multiplier,
+      self.clients_per_round,
+      self.num_clients,
+      self.rounds,
+      self.clip_norm if self.distributed else None,
+      self.gamma,
+      self.dim,
+      self.beta,
+    )
 
   def epsilons(self) -> np.ndarray:
     """Epsilon at `delta` after each round 1..rounds (`accounting.epsilons_by_round`)."""
     from fedjax_compress.privacy import accounting  # pylint: disable=import-outside-toplevel
+
     return accounting.epsilons_by_round(self.params(), self.delta, self.accountant)
 
   def describe(self) -> str:
@@ -122,31 +136,56 @@ class DpPlan(NamedTuple):
     noise = f"noise multiplier {self.noise_multiplier:.4g}"
     if self.target_epsilon is not None:
       noise += f" (calibrated for epsilon {self.target_epsilon:g})"
-    parts = [f"{self.mechanism}", noise, f"clip {self.clip_norm:g}",
-             f"{self.clients_per_round} clients a round"]
+    parts = [
+      f"{self.mechanism}",
+      noise,
+      f"clip {self.clip_norm:g}",
+      f"{self.clients_per_round} clients a round",
+    ]
     if self.distributed:
-      parts += [f"{self.bits} bits a coordinate", f"gamma {self.gamma:.4g}",
-                f"{self.dim} coordinates"]
+      parts += [
+        f"{self.bits} bits a coordinate",
+        f"gamma {self.gamma:.4g}",
+        f"{self.dim} coordinates",
+      ]
     return ", ".join(parts) + f", delta {self.delta:g}"
 
 
-def _gamma_of(bits: int, clients: int, clip_norm: float, dim: int,
-              failure_probability: float, owner: str):
+def _gamma_of(
+  bits: int, clients: int, clip_norm: float, dim: int, failure_probability: float, owner: str
+):
   """z -> the largest gamma that fits `bits` with noise z * clip_norm (a ValueError
   naming `bits` when the bit width cannot hold even the rounding errors)."""
+
   def gamma(z: float) -> float:
     try:
-      return gamma_for_bits(bits, clients=clients, clip_norm=clip_norm, dim=dim,
-                            noise_stddev=z * clip_norm, failure_probability=failure_probability)
+      return gamma_for_bits(
+        bits,
+        clients=clients,
+        clip_norm=clip_norm,
+        dim=dim,
+        noise_stddev=z * clip_norm,
+        failure_probability=failure_probability,
+      )
     except ValueError as e:
-      raise ValueError(f"{owner}: bits={bits} is too few for {clients} clients a round and "
-                       f"{dim} coordinates ({e}); raise bits.") from None
+      raise ValueError(
+        f"{owner}: bits={bits} is too few for {clients} clients a round and "
+        f"{dim} coordinates ({e}); raise bits."
+      ) from None
+
   return gamma
 
 
-def auto_bits(noise_multiplier: float, *, clients: int, clip_norm: float, dim: int,
-              failure_probability: float = DEFAULT_FAILURE_PROBABILITY,
-              beta: float = DEFAULT_BETA, slack: float = AUTO_SLACK) -> int:
+def auto_bits(
+  noise_multiplier: float,
+  *,
+  clients: int,
+  clip_norm: float,
+  dim: int,
+  failure_probability: float = DEFAULT_FAILURE_PROBABILITY,
+  beta: float = DEFAULT_BETA,
+  slack: float = AUTO_SLACK,
+) -> int:
   """The fewest bits at which rounding costs the distributed mechanisms almost no privacy.
 
   The smallest b whose gamma (`calibration.gamma_for_bits` for noise z * C) makes the
@@ -158,24 +197,75 @@ def auto_bits(noise_multiplier: float, *, clients: int, clip_norm: float, dim: i
   """
   for bits in range(2, 33):
     try:
-      gamma = gamma_for_bits(bits, clients=clients, clip_norm=clip_norm, dim=dim,
-                             noise_stddev=noise_multiplier * clip_norm,
-                             failure_probability=failure_probability)
+      gamma = gamma_for_bits(
+        bits,
+        clients=clients,
+        clip_norm=clip_norm,
+        dim=dim,
+        noise_stddev=noise_multiplier * clip_norm,
+        failure_probability=failure_probability,
+      )
     except ValueError:
       continue  # too few bits for the rounding errors alone
     scaled = gamma * clip_norm
     if rounding_norm_bound(scaled, dim, beta) <= (1 + slack) * scaled:
       return bits
-  raise ValueError(f"auto bits: no width up to 32 bits keeps the rounding within {slack:.0%} "
-                   f"of the clip for {clients} clients and {dim} coordinates: give bits.")
+  raise ValueError(
+    f"auto bits: no width up to 32 bits keeps the rounding within {slack:.0%} "
+    f"of the clip for {clients} clients and {dim} coordinates: give bits."
+  )
 
 
-def make_plan(mechanism: str, *, size: int | None, clip_norm: float, clients_per_round: int,
-              noise_multiplier: float | None = None, target_epsilon: float | None = None,
-              delta: float = DEFAULT_DELTA, num_clients: int | None = None,
-              rounds: int | None = None, bits: int | None = None,
-              failure_probability: float = DEFAULT_FAILURE_PROBABILITY,
-              beta: float = DEFAULT_BETA, accountant: str = "rdp") -> DpPlan | None:
+@overload
+def make_plan(
+  mechanism: str,
+  *,
+  size: int,
+  clip_norm: float,
+  clients_per_round: int,
+  noise_multiplier: float | None = ...,
+  target_epsilon: float | None = ...,
+  delta: float = ...,
+  num_clients: int | None = ...,
+  rounds: int | None = ...,
+  bits: int | None = ...,
+  failure_probability: float = ...,
+  beta: float = ...,
+  accountant: str = ...,
+) -> DpPlan: ...
+@overload
+def make_plan(
+  mechanism: str,
+  *,
+  size: None,
+  clip_norm: float,
+  clients_per_round: int,
+  noise_multiplier: float | None = ...,
+  target_epsilon: float | None = ...,
+  delta: float = ...,
+  num_clients: int | None = ...,
+  rounds: int | None = ...,
+  bits: int | None = ...,
+  failure_probability: float = ...,
+  beta: float = ...,
+  accountant: str = ...,
+) -> None: ...
+def make_plan(
+  mechanism: str,
+  *,
+  size: int | None,
+  clip_norm: float,
+  clients_per_round: int,
+  noise_multiplier: float | None = None,
+  target_epsilon: float | None = None,
+  delta: float = DEFAULT_DELTA,
+  num_clients: int | None = None,
+  rounds: int | None = None,
+  bits: int | None = None,
+  failure_probability: float = DEFAULT_FAILURE_PROBABILITY,
+  beta: float = DEFAULT_BETA,
+  accountant: str = "rdp",
+) -> DpPlan | None:
   """Resolves a private aggregator's configuration for a run (module docstring).
 
   Args:
@@ -197,80 +287,147 @@ def make_plan(mechanism: str, *, size: int | None, clip_norm: float, clients_per
   n = check.integer(owner, "clients_per_round", clients_per_round, 1)
   delta = check.real(owner, "delta", delta, 0.0, 1.0, lo_open=True, hi_open=True)
   beta = check.real(owner, "beta", beta, 0.0, 1.0, hi_open=True)
-  failure_probability = check.real(owner, "failure_probability", failure_probability, 0.0,
-                                   1.0, lo_open=True, hi_open=True)
+  failure_probability = check.real(
+    owner, "failure_probability", failure_probability, 0.0, 1.0, lo_open=True, hi_open=True
+  )
   accountant = check.choice(owner, "accountant", accountant, ("rdp", "pld"))
   if num_clients is not None:
     num_clients = check.integer(owner, "num_clients", num_clients, n)
   if rounds is not None:
     rounds = check.integer(owner, "rounds", rounds, 1)
   if (noise_multiplier is None) == (target_epsilon is None):
-    raise ValueError(f"{owner}: set exactly one of noise_multiplier and target_epsilon "
-                     f"(got {noise_multiplier!r} and {target_epsilon!r}).")
+    raise ValueError(
+      f"{owner}: set exactly one of noise_multiplier and target_epsilon "
+      f"(got {noise_multiplier!r} and {target_epsilon!r})."
+    )
   if target_epsilon is not None:
     target_epsilon = check.real(owner, "target_epsilon", target_epsilon, 0.0, lo_open=True)
   else:
     noise_multiplier = check.real(owner, "noise_multiplier", noise_multiplier, 0.0)
   if mechanism == "gaussian":
     if bits is not None:
-      raise ValueError(f"{owner}: bits is for the distributed mechanisms (ddg, skellam); "
-                       f"the central Gaussian sends float32: remove it.")
+      raise ValueError(
+        f"{owner}: bits is for the distributed mechanisms (ddg, skellam); "
+        f"the central Gaussian sends float32: remove it."
+      )
   elif bits is not None and bits != AUTO_BITS:
     from fedjax_compress.privacy.modular import check_modulus_bits  # pylint: disable=import-outside-toplevel
+
     bits = check_modulus_bits(owner, bits)
   if size is None:
     return None  # The arguments are checked; the rest depends on the run.
   if target_epsilon is not None and (num_clients is None or rounds is None):
-    raise ValueError(f"{owner}: target_epsilon needs the population and the rounds, "
-                     f"which a run supplies; give num_clients and rounds.")
-  base = dict(clip_norm=clip_norm, clients_per_round=n, delta=delta, num_clients=num_clients,
-              rounds=rounds, target_epsilon=target_epsilon, beta=beta,
-              failure_probability=failure_probability, accountant=accountant)
+    raise ValueError(
+      f"{owner}: target_epsilon needs the population and the rounds, "
+      f"which a run supplies; give num_clients and rounds."
+    )
+  base: dict[str, Any] = dict(
+    clip_norm=clip_norm,
+    clients_per_round=n,
+    delta=delta,
+    num_clients=num_clients,
+    rounds=rounds,
+    target_epsilon=target_epsilon,
+    beta=beta,
+    failure_probability=failure_probability,
+    accountant=accountant,
+  )
   if mechanism == "gaussian":
     if target_epsilon is not None:
       noise_multiplier = _calibrate("gaussian", target_epsilon, base)
+    assert noise_multiplier is not None  # given, or calibrated for target_epsilon
     return DpPlan("gaussian", float(noise_multiplier), **base)
+  return _distributed_plan(owner, mechanism, size, noise_multiplier, target_epsilon, bits, base)
+
+
+def _distributed_plan(
+  owner: str,
+  mechanism: str,
+  size: int,
+  noise_multiplier: float | None,
+  target_epsilon: float | None,
+  bits: int | str | None,
+  base: dict[str, Any],
+) -> DpPlan:
+  """A DDG or Skellam plan: the rotation's size, the modulus' bits ("auto": from the
+  central noise), gamma, and the noise multiplier (given, or calibrated)."""
+  clip_norm, n = base["clip_norm"], base["clients_per_round"]
+  failure_probability, beta = base["failure_probability"], base["beta"]
   size = check.integer(owner, "size", size, 1)
   dim = padded_size(size)
   if bits in (None, AUTO_BITS):
-    central_z = (noise_multiplier if target_epsilon is None
-                 else _calibrate("gaussian", target_epsilon, base))
-    bits = auto_bits(central_z, clients=n, clip_norm=clip_norm, dim=dim,
-                     failure_probability=failure_probability, beta=beta)
+    central_z = (
+      noise_multiplier if target_epsilon is None else _calibrate("gaussian", target_epsilon, base)
+    )
+    assert central_z is not None  # given, or calibrated for target_epsilon
+    bits = auto_bits(
+      central_z,
+      clients=n,
+      clip_norm=clip_norm,
+      dim=dim,
+      failure_probability=failure_probability,
+      beta=beta,
+    )
+  assert isinstance(bits, int)  # checked by make_plan, or chosen above
   gamma_of = _gamma_of(bits, n, clip_norm, dim, failure_probability, owner)
   if target_epsilon is not None:
     try:
-      noise_multiplier = _calibrate(mechanism, target_epsilon, {**base, "dim": dim},
-                                    gamma=gamma_of)
+      noise_multiplier = _calibrate(mechanism, target_epsilon, {**base, "dim": dim}, gamma=gamma_of)
     except ValueError as e:
       if "reachable" not in str(e):
         raise
       raise ValueError(
-          f"{owner}: target_epsilon={target_epsilon:g} is out of reach with bits={bits}: the "
-          f"scale that fits {bits} bits leaves rounding errors that inflate the sensitivity "
-          f"faster than noise covers it; raise bits (or the target).") from None
+        f"{owner}: target_epsilon={target_epsilon:g} is out of reach with bits={bits}: the "
+        f"scale that fits {bits} bits leaves rounding errors that inflate the sensitivity "
+        f"faster than noise covers it; raise bits (or the target)."
+      ) from None
   elif noise_multiplier == 0:
-    raise ValueError(f"{owner}: noise_multiplier=0 adds no noise: use a float aggregator for "
-                     f"a non-private baseline, or give noise_multiplier > 0.")
-  plan = DpPlan(mechanism, float(noise_multiplier), **base, bits=bits,
-                gamma=gamma_of(noise_multiplier), dim=dim)
+    raise ValueError(
+      f"{owner}: noise_multiplier=0 adds no noise: use a float aggregator for "
+      f"a non-private baseline, or give noise_multiplier > 0."
+    )
+  assert noise_multiplier is not None  # given, or calibrated for target_epsilon
+  plan = DpPlan(
+    mechanism, float(noise_multiplier), **base, bits=bits, gamma=gamma_of(noise_multiplier), dim=dim
+  )
+  _check_local_noise(owner, plan)
+  return plan
+
+
+def _check_local_noise(owner: str, plan: DpPlan) -> None:
+  """Raises `ValueError` if each client's noise parameter is out of the sampler's range
+  or, for DDG, below the analysis' 1/2."""
+  mechanism, bits = plan.mechanism, plan.bits
   from fedjax_compress.privacy.samplers import MAX_MU, MAX_SIGMA  # pylint: disable=import-outside-toplevel
+
   limit = MAX_SIGMA if mechanism == "ddg" else MAX_MU
   if plan.local_noise > limit:
-    raise ValueError(f"{owner}: each client's noise parameter is {plan.local_noise:.4g}, above "
-                     f"the sampler's {limit:g} (gamma {plan.gamma:.4g} for bits={bits}): lower "
-                     f"bits (each bit fewer halves gamma).")
+    raise ValueError(
+      f"{owner}: each client's noise parameter is {plan.local_noise:.4g}, above "
+      f"the sampler's {limit:g} (gamma {plan.gamma:.4g} for bits={bits}): lower "
+      f"bits (each bit fewer halves gamma)."
+    )
   if mechanism == "ddg" and plan.local_noise < 0.5:
-    raise ValueError(f"{owner}: each client's discrete Gaussian sigma is "
-                     f"{plan.local_noise:.3g}, below the 1/2 that Kairouz et al.'s analysis "
-                     f"needs (Proposition 14): raise noise_multiplier or bits.")
-  return plan
+    raise ValueError(
+      f"{owner}: each client's discrete Gaussian sigma is "
+      f"{plan.local_noise:.3g}, below the 1/2 that Kairouz et al.'s analysis "
+      f"needs (Proposition 14): raise noise_multiplier or bits."
+    )
 
 
 def _calibrate(mechanism: str, target_epsilon: float, base: dict, gamma=None) -> float:
   from fedjax_compress.privacy import accounting  # pylint: disable=import-outside-toplevel
+
   return accounting.noise_multiplier_for_epsilon(
-      target_epsilon, base["delta"], clients_per_round=base["clients_per_round"],
-      num_clients=base["num_clients"], rounds=base["rounds"], mechanism=mechanism,
-      accountant=base["accountant"], clip_norm=base["clip_norm"] if gamma else None,
-      gamma=gamma, dim=base.get("dim"), beta=base["beta"])
+    target_epsilon,
+    base["delta"],
+    clients_per_round=base["clients_per_round"],
+    num_clients=base["num_clients"],
+    rounds=base["rounds"],
+    mechanism=mechanism,
+    accountant=base["accountant"],
+    clip_norm=base["clip_norm"] if gamma else None,
+    gamma=gamma,
+    dim=base.get("dim"),
+    beta=base["beta"],
+  )

@@ -23,8 +23,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fedjax_compress.aggregators import arguments as check
-from fedjax_compress.aggregators import prng
+from fedjax_compress.compression import arguments as check
+from fedjax_compress.compression import prng
 
 DEFAULT_BETA = math.exp(-0.5)  # Kairouz et al.'s choice in their experiments
 DEFAULT_MAX_TRIES = 100
@@ -42,6 +42,7 @@ class ConditionalRounding(NamedTuple):
       `values` are zeros, not a rounding of the input: count it, drop the client or
       raise, but do not read it as the client's update.
   """
+
   values: jax.Array
   tries: jax.Array
   accepted: jax.Array
@@ -92,8 +93,9 @@ def rounding_norm_bound(norm: float, dim: int, beta: float = DEFAULT_BETA) -> fl
   always = norm + math.sqrt(dim)
   if beta == 0:
     return always
-  likely = math.sqrt(norm**2 + dim / 4
-                     + math.sqrt(2 * math.log(1 / beta)) * (norm + math.sqrt(dim) / 2))
+  likely = math.sqrt(
+    norm**2 + dim / 4 + math.sqrt(2 * math.log(1 / beta)) * (norm + math.sqrt(dim) / 2)
+  )
   return min(likely, always)
 
 
@@ -127,8 +129,9 @@ def within_norm(values: jax.Array, norm_bound) -> jax.Array:
   return total <= threshold
 
 
-def conditional_randomized_round(key: jax.Array, x: jax.Array, norm_bound,
-                                 max_tries: int = DEFAULT_MAX_TRIES) -> ConditionalRounding:
+def conditional_randomized_round(
+  key: jax.Array, x: jax.Array, norm_bound, max_tries: int = DEFAULT_MAX_TRIES
+) -> ConditionalRounding:
   """Randomized rounding of `x`, redrawn until its L2 norm is within `norm_bound`.
 
   Kairouz, Liu, Steinke (2021)'s conditional randomized rounding: the rounded vector's
@@ -172,6 +175,5 @@ def _conditional_round(key, x, norm_bound, max_tries):
     return i + 1, jnp.where(ok, rounded, values), ok
 
   init = (jnp.zeros((), jnp.int32), jnp.zeros(x.shape, jnp.int32), jnp.zeros((), bool))
-  tries, values, accepted = jax.lax.while_loop(
-      lambda c: ~c[2] & (c[0] < max_tries), draw, init)
+  tries, values, accepted = jax.lax.while_loop(lambda c: ~c[2] & (c[0] < max_tries), draw, init)
   return ConditionalRounding(values, tries, accepted)

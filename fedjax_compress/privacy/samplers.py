@@ -33,8 +33,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fedjax_compress.aggregators import arguments as check
-from fedjax_compress.aggregators import prng
+from fedjax_compress.compression import arguments as check
+from fedjax_compress.compression import prng
 
 # The largest sigma: proposals reach about 23 t (t = floor(sigma) + 1), which float32
 # must hold exactly (< 2^24).
@@ -55,7 +55,8 @@ def _shape(owner: str, shape) -> tuple[int, ...]:
   if isinstance(shape, (int, np.integer)) and not isinstance(shape, bool):
     shape = (shape,)
   if not isinstance(shape, Sequence) or not all(
-      isinstance(n, (int, np.integer)) and not isinstance(n, bool) and n >= 0 for n in shape):
+    isinstance(n, (int, np.integer)) and not isinstance(n, bool) and n >= 0 for n in shape
+  ):
     raise check.invalid(owner, "shape", shape, "a tuple of ints >= 0")
   return tuple(int(n) for n in shape)
 
@@ -162,14 +163,12 @@ def _discrete_gaussian(key, sigma, shape):
     v = jnp.floor(_exponential(k_v, shape)).astype(jnp.int32)
     x = u + t_int * v
     negative = (prng.bits(k_sign, shape) >> 31) == 1
-    cost = u.astype(jnp.float32) / t + jnp.square(x.astype(jnp.float32) - center) / (
-        2.0 * variance)
+    cost = u.astype(jnp.float32) / t + jnp.square(x.astype(jnp.float32) - center) / (2.0 * variance)
     accept = (_exponential(k_test, shape) > cost) & ~(negative & (x == 0))
     values = jnp.where(accept & ~done, jnp.where(negative, -x, x), values)
     return i + 1, values, done | accept
 
-  init = (jnp.zeros((), jnp.int32), jnp.zeros(shape, jnp.int32),
-          jnp.broadcast_to(~live, shape))
+  init = (jnp.zeros((), jnp.int32), jnp.zeros(shape, jnp.int32), jnp.broadcast_to(~live, shape))
   _, values, _ = jax.lax.while_loop(lambda c: ~jnp.all(c[2]), round_, init)
   return values
 
@@ -211,8 +210,11 @@ def _skellam(key, mu, shape):
 
   def piece(j, total):
     k_plus, k_minus = jax.random.split(jax.random.fold_in(key, j))
-    return (total + jax.random.poisson(k_plus, piece_mu, shape, jnp.int32)
-            - jax.random.poisson(k_minus, piece_mu, shape, jnp.int32))
+    return (
+      total
+      + jax.random.poisson(k_plus, piece_mu, shape, jnp.int32)
+      - jax.random.poisson(k_minus, piece_mu, shape, jnp.int32)
+    )
 
   return jax.lax.fori_loop(0, pieces.astype(jnp.int32), piece, jnp.zeros(shape, jnp.int32))
 
@@ -226,6 +228,6 @@ def discrete_gaussian_pmf(sigma: float, support: np.ndarray) -> np.ndarray:
   sigma = check.real("discrete_gaussian_pmf", "sigma", sigma, 0.0, lo_open=True)
   reach = int(math.ceil(60 * sigma)) + 60
   grid = np.arange(-reach, reach + 1, dtype=np.float64)
-  normalizer = np.sum(np.exp(-grid**2 / (2 * sigma**2)))
+  normalizer = np.sum(np.exp(-(grid**2) / (2 * sigma**2)))
   support = np.asarray(support, np.float64)
-  return np.exp(-support**2 / (2 * sigma**2)) / normalizer
+  return np.exp(-(support**2) / (2 * sigma**2)) / normalizer

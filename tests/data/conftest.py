@@ -2,20 +2,12 @@
 
 import contextlib
 import http.server
-import sys
 import threading
-from pathlib import Path
 
 import pytest
 
-# `from tests.data import fixtures` needs the repo root on sys.path; `python -m
-# pytest` from the root provides it, a bare `pytest` does not.
-_ROOT = str(Path(__file__).resolve().parents[2])
-if _ROOT not in sys.path:
-  sys.path.insert(0, _ROOT)
-
-from fedjax_compress.data import download, tff_emnist  # noqa: E402 (after the path)
-from tests.data import fixtures  # noqa: E402
+from fedjax_compress.data import download, tff_emnist
+from tests.data import fixtures  # the repository root is on sys.path: tests/conftest.py
 
 
 @pytest.fixture(autouse=True)
@@ -64,7 +56,7 @@ class _Server:
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(body[:len(body) // 2])  # Then the connection closes.
+        self.wfile.write(body[: len(body) // 2])  # Then the connection closes.
 
       def log_message(self, *args):
         pass
@@ -73,7 +65,8 @@ class _Server:
     self.httpd.timeout = 5
     self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}/"
     self.thread = threading.Thread(  # Short poll: shutdown() waits for one.
-        target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+      target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+    )
     self.thread.start()
 
   def close(self):

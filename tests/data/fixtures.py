@@ -27,10 +27,11 @@ Clients = Mapping[str, tuple[np.ndarray, np.ndarray]]  # cid -> (x [n,28,28], y 
 def example_class():
   """The tf.train.Example message class, without importing TensorFlow."""
   from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
   T = descriptor_pb2.FieldDescriptorProto
   f = descriptor_pb2.FileDescriptorProto(
-      name="fedjax_compress_test_example.proto", package="tensorflow",
-      syntax="proto3")
+    name="fedjax_compress_test_example.proto", package="tensorflow", syntax="proto3"
+  )
 
   def message(name, *fields, options=None):
     m = f.message_type.add(name=name)
@@ -49,18 +50,20 @@ def example_class():
   message("FloatList", ("value", 1, T.TYPE_FLOAT, rep, None, None))
   message("Int64List", ("value", 1, T.TYPE_INT64, rep, None, None))
   feature = message(
-      "Feature",
-      ("bytes_list", 1, T.TYPE_MESSAGE, opt, ".tensorflow.BytesList", 0),
-      ("float_list", 2, T.TYPE_MESSAGE, opt, ".tensorflow.FloatList", 0),
-      ("int64_list", 3, T.TYPE_MESSAGE, opt, ".tensorflow.Int64List", 0))
+    "Feature",
+    ("bytes_list", 1, T.TYPE_MESSAGE, opt, ".tensorflow.BytesList", 0),
+    ("float_list", 2, T.TYPE_MESSAGE, opt, ".tensorflow.FloatList", 0),
+    ("int64_list", 3, T.TYPE_MESSAGE, opt, ".tensorflow.Int64List", 0),
+  )
   feature.oneof_decl.add(name="kind")
   features = message(
-      "Features",
-      ("feature", 1, T.TYPE_MESSAGE, rep, ".tensorflow.Features.FeatureEntry", None))
+    "Features", ("feature", 1, T.TYPE_MESSAGE, rep, ".tensorflow.Features.FeatureEntry", None)
+  )
   entry = features.nested_type.add(name="FeatureEntry")
   entry.field.add(name="key", number=1, type=T.TYPE_STRING, label=opt)
-  entry.field.add(name="value", number=2, type=T.TYPE_MESSAGE, label=opt,
-                  type_name=".tensorflow.Feature")
+  entry.field.add(
+    name="value", number=2, type=T.TYPE_MESSAGE, label=opt, type_name=".tensorflow.Feature"
+  )
   entry.options.map_entry = True
   message("Example", ("features", 1, T.TYPE_MESSAGE, opt, ".tensorflow.Features", None))
 
@@ -73,12 +76,14 @@ def example_bytes(pixels: np.ndarray, label: int) -> bytes:
   """A serialized tf.train.Example with TFF's features `pixels` and `label`."""
   ex = example_class()()
   ex.features.feature["pixels"].float_list.value.extend(
-      np.asarray(pixels, np.float32).ravel().tolist())
+    np.asarray(pixels, np.float32).ravel().tolist()
+  )
   ex.features.feature["label"].int64_list.value.append(int(label))
   return ex.SerializeToString()
 
 
 # --- hand encoding, for cases the protobuf runtime never writes -------------
+
 
 def _varint(v: int) -> bytes:
   v &= (1 << 64) - 1
@@ -97,8 +102,9 @@ def _len_field(number: int, payload: bytes) -> bytes:
 def example_bytes_unpacked(pixels: np.ndarray, label: int, extra: bytes = b"") -> bytes:
   """Like `example_bytes`, but floats and ints unpacked, label entry first,
   and `extra` (e.g. an unknown field) appended inside Features."""
-  floats = b"".join(b"\x0d" + np.float32(v).tobytes()
-                    for v in np.asarray(pixels, np.float32).ravel())
+  floats = b"".join(
+    b"\x0d" + np.float32(v).tobytes() for v in np.asarray(pixels, np.float32).ravel()
+  )
   ints = b"\x08" + _varint(label)
   entry = lambda key, feat: _len_field(1, _len_field(1, key.encode()) + _len_field(2, feat))
   features = entry("label", _len_field(3, ints)) + entry("pixels", _len_field(2, floats))
@@ -107,12 +113,17 @@ def example_bytes_unpacked(pixels: np.ndarray, label: int, extra: bytes = b"") -
 
 # --- data ---------------------------------------------------------------------
 
+
 def make_clients(sizes: Mapping[str, int], num_classes: int = 10, seed: int = 0) -> dict:
   """Random clients: cid -> (x float32 [n,28,28] in [0,1], y int32 [n])."""
   rng = np.random.default_rng(seed)
-  return {cid: (rng.random((n, 28, 28), dtype=np.float32),
-                rng.integers(0, num_classes, n).astype(np.int32))
-          for cid, n in sizes.items()}
+  return {
+    cid: (
+      rng.random((n, 28, 28), dtype=np.float32),
+      rng.integers(0, num_classes, n).astype(np.int32),
+    )
+    for cid, n in sizes.items()
+  }
 
 
 def tff_split_clients(seed: int = 0) -> dict:
@@ -128,34 +139,56 @@ def tff_split_clients(seed: int = 0) -> dict:
       out[cid] = (x, y)
     return out
 
-  return {"all_train": all_train, "all_test": all_test,
-          "digits_only_train": digits(all_train), "digits_only_test": digits(all_test)}
+  return {
+    "all_train": all_train,
+    "all_test": all_test,
+    "digits_only_train": digits(all_train),
+    "digits_only_test": digits(all_test),
+  }
 
 
 # --- writers ------------------------------------------------------------------
 
-def write_tff_sqlite(path: Path, splits: Mapping[str, Clients], *,
-                     encode=example_bytes, shuffle_rows: bool = True,
-                     metadata: bool = True) -> Path:
+
+def write_tff_sqlite(
+  path: Path,
+  splits: Mapping[str, Clients],
+  *,
+  encode=example_bytes,
+  shuffle_rows: bool = True,
+  metadata: bool = True,
+) -> Path:
   """Writes TFF's `emnist_all.sqlite` schema; rows interleaved across clients
   (shuffle_rows) so a reader cannot rely on them being grouped."""
   path = Path(path)
-  rows = [(split, cid, encode(x[i], int(y[i])))
-          for split, clients in splits.items()
-          for cid, (x, y) in clients.items() for i in range(len(y))]
+  rows = [
+    (split, cid, encode(x[i], int(y[i])))
+    for split, clients in splits.items()
+    for cid, (x, y) in clients.items()
+    for i in range(len(y))
+  ]
   if shuffle_rows:
     rows = _interleave(rows)
   con = sqlite3.connect(path)
   with con:
-    con.execute("CREATE TABLE examples (split_name TEXT NOT NULL, "
-                "client_id TEXT NOT NULL, serialized_example_proto BLOB NOT NULL)")
+    con.execute(
+      "CREATE TABLE examples (split_name TEXT NOT NULL, "
+      "client_id TEXT NOT NULL, serialized_example_proto BLOB NOT NULL)"
+    )
     con.executemany("INSERT INTO examples VALUES (?, ?, ?)", rows)
     if metadata:
-      con.execute("CREATE TABLE client_metadata (client_id TEXT NOT NULL, "
-                  "split_name TEXT NOT NULL, num_examples INTEGER NOT NULL)")
-      con.executemany("INSERT INTO client_metadata VALUES (?, ?, ?)",
-                      [(cid, split, len(y)) for split, clients in splits.items()
-                       for cid, (_, y) in clients.items()])
+      con.execute(
+        "CREATE TABLE client_metadata (client_id TEXT NOT NULL, "
+        "split_name TEXT NOT NULL, num_examples INTEGER NOT NULL)"
+      )
+      con.executemany(
+        "INSERT INTO client_metadata VALUES (?, ?, ?)",
+        [
+          (cid, split, len(y))
+          for split, clients in splits.items()
+          for cid, (_, y) in clients.items()
+        ],
+      )
   con.close()
   return path
 
@@ -184,6 +217,7 @@ def write_lzma(src: Path, dst: Path) -> Path:
 def write_tff_h5(path: Path, clients: Clients) -> Path:
   """TFF's legacy layout: examples/<cid>/pixels [n,28,28], examples/<cid>/label [n]."""
   import h5py
+
   with h5py.File(path, "w") as f:
     g = f.create_group("examples")
     for cid, (x, y) in clients.items():
@@ -195,15 +229,19 @@ def write_tff_h5(path: Path, clients: Clients) -> Path:
 
 def leaf_document(clients: Clients) -> dict:
   users = list(clients)
-  return {"users": users,
-          "num_samples": [len(clients[u][1]) for u in users],
-          "user_data": {u: {"x": np.asarray(x, np.float32).reshape(len(x), -1).tolist(),
-                            "y": np.asarray(y).tolist()}
-                        for u, (x, y) in clients.items()}}
+  return {
+    "users": users,
+    "num_samples": [len(clients[u][1]) for u in users],
+    "user_data": {
+      u: {"x": np.asarray(x, np.float32).reshape(len(x), -1).tolist(), "y": np.asarray(y).tolist()}
+      for u, (x, y) in clients.items()
+    },
+  }
 
 
-def write_leaf_json(path: Path, clients: Clients | None = None, *,
-                    document: dict | None = None) -> Path:
+def write_leaf_json(
+  path: Path, clients: Clients | None = None, *, document: dict | None = None
+) -> Path:
   """Writes a LEAF JSON file, gzip-compressed when the name ends in `.gz`."""
   path = Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)

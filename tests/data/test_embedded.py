@@ -54,7 +54,8 @@ def test_train_test_disjoint_and_cover_everything():
   for split, idx in (("train", train), ("test", test)):
     got = np.concatenate([xs for xs, _ in load_embedded_digits(split).clients.values()])
     assert sorted(map(bytes, got.reshape(len(got), -1))) == sorted(
-        map(bytes, x[idx].reshape(len(idx), -1)))
+      map(bytes, x[idx].reshape(len(idx), -1))
+    )
 
 
 def test_partition_has_no_empty_clients_even_when_skewed():

@@ -35,13 +35,13 @@ def test_unpacked_fields_reordered_entries_and_unknown_field():
 def test_other_kinds_and_negative_int64():
   ex = fixtures.example_class()()
   ex.features.feature["name"].bytes_list.value.extend([b"ab", b""])
-  ex.features.feature["ints"].int64_list.value.extend([-1, 0, 2**40, -2**63])
+  ex.features.feature["ints"].int64_list.value.extend([-1, 0, 2**40, -(2**63)])
   ex.features.feature["few"].float_list.value.extend([0.5, -2.0])
   ex.features.feature["empty"].float_list.SetInParent()
   ex.features.feature["unset"]  # No kind set: omitted.
   features = parse_example(ex.SerializeToString())
   assert features["name"] == ("bytes", (b"ab", b""))
-  assert features["ints"] == ("int64", (-1, 0, 2**40, -2**63))
+  assert features["ints"] == ("int64", (-1, 0, 2**40, -(2**63)))
   assert float_values(features["few"][1]) == (0.5, -2.0)
   assert features["empty"] == ("float", b"")
   assert "unset" not in features

@@ -10,13 +10,14 @@ from tests.data import fixtures
 
 TRIALS = 25
 FORMATS = {
-    # name -> (file name inside the data folder, writer)
-    "leaf_json": ("train/a.json", lambda p, c: fixtures.write_leaf_json(p, c)),
-    "leaf_gz": ("train/a.json.gz", lambda p, c: fixtures.write_leaf_json(p, c)),
-    "h5": ("fed_emnist_digitsonly_train.h5", fixtures.write_tff_h5),
-    "sqlite": ("emnist_all.sqlite",
-               lambda p, c: fixtures.write_tff_sqlite(p, {"digits_only_train": c,
-                                                          "digits_only_test": c})),
+  # name -> (file name inside the data folder, writer)
+  "leaf_json": ("train/a.json", lambda p, c: fixtures.write_leaf_json(p, c)),
+  "leaf_gz": ("train/a.json.gz", lambda p, c: fixtures.write_leaf_json(p, c)),
+  "h5": ("fed_emnist_digitsonly_train.h5", fixtures.write_tff_h5),
+  "sqlite": (
+    "emnist_all.sqlite",
+    lambda p, c: fixtures.write_tff_sqlite(p, {"digits_only_train": c, "digits_only_test": c}),
+  ),
 }
 
 
@@ -29,7 +30,7 @@ def _load(fmt, folder, cache):
 
 def _mutate(data: bytes, rng: np.random.Generator) -> bytes:
   if rng.random() < 0.5:
-    return data[:int(rng.integers(0, len(data)))]
+    return data[: int(rng.integers(0, len(data)))]
   out = bytearray(data)
   for i in rng.integers(0, len(out), size=int(rng.integers(1, 8))):
     out[i] ^= int(rng.integers(1, 256))

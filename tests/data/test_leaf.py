@@ -10,8 +10,11 @@ from fedjax_compress.data import DataError, load_leaf
 from tests.data import fixtures
 
 # Real FEMNIST lives outside the repo, in ../shared/data beside the checkout.
-SHARED_DATA = Path(os.environ.get("FEDJAX_COMPRESS_SHARED_DATA",
-                                  Path(__file__).resolve().parents[3] / "shared" / "data"))
+SHARED_DATA = Path(
+  os.environ.get(
+    "FEDJAX_COMPRESS_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"
+  )
+)
 REAL_NIID05 = SHARED_DATA / "femnist_leaf_niid05"
 REAL_FEDLAB = SHARED_DATA / "femnist_leaf_fedlab_fixture"
 
@@ -26,9 +29,11 @@ def leaf_dir(tmp_path):
   fixtures.write_leaf_json(tmp_path / "train" / "all_data_1_train.json.gz", b)
   fixtures.write_leaf_json(tmp_path / "test" / "all_data_0_test.json.gz", t)
   (tmp_path / "train" / "README.txt").write_text("ignored")
-  expected_train = {"f0001_12": a["f0001_12"], "f0003_40": b["f0003_40"],
-                    "f0002_33": tuple(np.concatenate([a["f0002_33"][i], b["f0002_33"][i]])
-                                      for i in range(2))}
+  expected_train = {
+    "f0001_12": a["f0001_12"],
+    "f0003_40": b["f0003_40"],
+    "f0002_33": tuple(np.concatenate([a["f0002_33"][i], b["f0002_33"][i]]) for i in range(2)),
+  }
   return tmp_path, {"train": expected_train, "test": t}
 
 
@@ -79,8 +84,7 @@ def test_missing_split_folder(tmp_path):
 
 @pytest.mark.parametrize("name", ["x.json", "x.json.gz"])
 def test_truncated_file_names_it(tmp_path, name):
-  path = fixtures.write_leaf_json(tmp_path / "train" / name,
-                                  fixtures.make_clients({"u": 3}, 62))
+  path = fixtures.write_leaf_json(tmp_path / "train" / name, fixtures.make_clients({"u": 3}, 62))
   path.write_bytes(path.read_bytes()[:-20])
   with pytest.raises(DataError, match=f"{name}: cannot read as LEAF JSON"):
     load_leaf(tmp_path, "train")
@@ -93,7 +97,9 @@ def _doc(**changes):
   return doc
 
 
-@pytest.mark.parametrize("doc,match", [
+@pytest.mark.parametrize(
+  "doc,match",
+  [
     ({"users": []}, "no 'user_data' object"),
     ([1, 2], "no 'user_data' object"),
     (_doc(f2={"x": [[0.5] * 783] * 3}), r"user 'f2': images have shape \(783,\)"),
@@ -105,13 +111,15 @@ def _doc(**changes):
     (_doc(f2={"x": [], "y": []}), "user 'f2': num_samples says 3 but 0"),
     ({"users": ["f9"], "user_data": {"f9": {"x": [], "y": []}}}, "user 'f9': the client has no"),
     ({"users": ["f9"], "user_data": {}}, "user 'f9': no user_data entry"),
-])
+  ],
+)
 def test_bad_content_names_file_and_user(tmp_path, doc, match):
   fixtures.write_leaf_json(tmp_path / "train" / "bad_file.json.gz", document=doc)
   with pytest.raises(DataError, match=f"bad_file.json.gz.*{match}"):
     load_leaf(tmp_path, "train", only_digits=False)
 
 
+@pytest.mark.slow
 def test_fedlab_fixture_plain_json():
   if not REAL_FEDLAB.exists():
     pytest.skip(f"FedLab FEMNIST fixture not found at {REAL_FEDLAB}")
@@ -121,6 +129,7 @@ def test_fedlab_fixture_plain_json():
   assert load_leaf(REAL_FEDLAB, "test", only_digits=False).total_examples == 89
 
 
+@pytest.mark.slow
 def test_real_femnist_niid05():
   if not REAL_NIID05.exists():
     pytest.skip(f"real FEMNIST not found at {REAL_NIID05}")

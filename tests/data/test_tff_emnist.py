@@ -13,8 +13,12 @@ import pytest
 from fedjax_compress.data import DataError, download, load_tff_emnist, tff_emnist
 from tests.data import fixtures
 
-SPLITS = [("train", True, "digits_only_train"), ("test", True, "digits_only_test"),
-          ("train", False, "all_train"), ("test", False, "all_test")]
+SPLITS = [
+  ("train", True, "digits_only_train"),
+  ("test", True, "digits_only_test"),
+  ("train", False, "all_train"),
+  ("test", False, "all_test"),
+]
 
 
 def assert_same_clients(data, expected, num_classes):
@@ -30,9 +34,11 @@ def assert_same_clients(data, expected, num_classes):
 
 # --- reading ------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("split,only_digits,split_name", SPLITS)
-def test_sqlite_in_data_dir_reads_back_exactly(tff_sqlite, tff_splits, split, only_digits,
-                                               split_name):
+def test_sqlite_in_data_dir_reads_back_exactly(
+  tff_sqlite, tff_splits, split, only_digits, split_name
+):
   data = load_tff_emnist(split, only_digits=only_digits, data_dir=tff_sqlite.parent)
   assert_same_clients(data, tff_splits[split_name], 10 if only_digits else 62)
   assert split_name in data.source
@@ -44,7 +50,9 @@ def test_lzma_in_data_dir_is_decompressed_into_cache(tff_lzma_dir, tff_splits, t
   assert_same_clients(data, tff_splits["digits_only_train"], 10)
   assert (cache / tff_emnist.SQLITE_NAME).exists()
   assert sorted(p.name for p in tff_lzma_dir.iterdir()) == [
-      tff_emnist.LZMA_NAME, tff_emnist.LZMA_NAME + ".sha256"]  # Hash recorded on first use.
+    tff_emnist.LZMA_NAME,
+    tff_emnist.LZMA_NAME + ".sha256",
+  ]  # Hash recorded on first use.
 
 
 @pytest.mark.parametrize("split,only_digits,split_name", SPLITS)
@@ -59,18 +67,20 @@ def test_legacy_h5(tmp_path, tff_splits, split, only_digits, split_name):
 
 def test_sqlite_is_preferred_over_h5(tmp_path, tff_sqlite, tff_splits):
   shutil.copy(tff_sqlite, tmp_path)
-  fixtures.write_tff_h5(tmp_path / tff_emnist.h5_name("train", True),
-                        fixtures.make_clients({"other": 3}))
+  fixtures.write_tff_h5(
+    tmp_path / tff_emnist.h5_name("train", True), fixtures.make_clients({"other": 3})
+  )
   assert "digits_only_train" in load_tff_emnist("train", data_dir=tmp_path).source
 
 
 def test_unpacked_protos_and_unknown_fields(tmp_path, tff_splits):
   split = {"digits_only_train": tff_splits["digits_only_train"]}
   path = fixtures.write_tff_sqlite(
-      tmp_path / tff_emnist.SQLITE_NAME, split,
-      encode=lambda x, y: fixtures.example_bytes_unpacked(x, y, extra=b"\x10\x01"))
-  assert_same_clients(load_tff_emnist("train", data_dir=tmp_path),
-                      split["digits_only_train"], 10)
+    tmp_path / tff_emnist.SQLITE_NAME,
+    split,
+    encode=lambda x, y: fixtures.example_bytes_unpacked(x, y, extra=b"\x10\x01"),
+  )
+  assert_same_clients(load_tff_emnist("train", data_dir=tmp_path), split["digits_only_train"], 10)
   assert path.exists()
 
 
@@ -85,12 +95,14 @@ def test_cache_dir_from_env(tmp_path, monkeypatch, tff_sqlite, tff_splits):
 
 # --- download -----------------------------------------------------------------
 
+
 def test_download_once_then_cache(http_server, tmp_path, tff_splits):
   cache = tmp_path / "cache"
   first = load_tff_emnist("train", cache_dir=cache, base_url=http_server.base_url)
   assert http_server.requests == ["/" + tff_emnist.LZMA_NAME]
-  second = load_tff_emnist("test", only_digits=False, cache_dir=cache,
-                           base_url=http_server.base_url)
+  second = load_tff_emnist(
+    "test", only_digits=False, cache_dir=cache, base_url=http_server.base_url
+  )
   assert len(http_server.requests) == 1  # Second call read the cache.
   assert_same_clients(first, tff_splits["digits_only_train"], 10)
   assert_same_clients(second, tff_splits["all_test"], 62)
@@ -177,9 +189,11 @@ def test_empty_data_dir_does_not_fall_back_to_download(http_server, tmp_path):
 
 # --- bad files ----------------------------------------------------------------
 
+
 def _one_split_db(tmp_path, clients, **kw):
-  return fixtures.write_tff_sqlite(tmp_path / tff_emnist.SQLITE_NAME,
-                                   {"digits_only_train": clients}, **kw)
+  return fixtures.write_tff_sqlite(
+    tmp_path / tff_emnist.SQLITE_NAME, {"digits_only_train": clients}, **kw
+  )
 
 
 def test_bad_split_argument():
@@ -191,7 +205,7 @@ def test_truncated_lzma(tmp_path, tff_lzma_dir):
   data_dir = tmp_path / "d"
   data_dir.mkdir()
   blob = (tff_lzma_dir / tff_emnist.LZMA_NAME).read_bytes()
-  (data_dir / tff_emnist.LZMA_NAME).write_bytes(blob[:len(blob) // 2])
+  (data_dir / tff_emnist.LZMA_NAME).write_bytes(blob[: len(blob) // 2])
   with pytest.raises(DataError, match="truncated or corrupt") as e:
     load_tff_emnist("train", data_dir=data_dir, cache_dir=tmp_path / "cache")
   assert tff_emnist.LZMA_NAME in str(e.value)
@@ -251,22 +265,27 @@ def test_empty_client_in_metadata(tmp_path, tff_splits):
 def test_metadata_count_mismatch(tmp_path, tff_splits):
   path = _one_split_db(tmp_path, tff_splits["digits_only_train"])
   with sqlite3.connect(path) as con:
-    con.execute("UPDATE client_metadata SET num_examples = num_examples + 1 "
-                "WHERE client_id = 'f0001_41'")
+    con.execute(
+      "UPDATE client_metadata SET num_examples = num_examples + 1 WHERE client_id = 'f0001_41'"
+    )
   with pytest.raises(DataError, match="client 'f0001_41': .* but client_metadata lists"):
     load_tff_emnist("train", data_dir=tmp_path)
 
 
 def test_corrupt_proto_names_client(tmp_path):
-  _one_split_db(tmp_path, fixtures.make_clients({"f0003_03": 1}),
-                encode=lambda x, y: fixtures.example_bytes(x, y)[:-5])
+  _one_split_db(
+    tmp_path,
+    fixtures.make_clients({"f0003_03": 1}),
+    encode=lambda x, y: fixtures.example_bytes(x, y)[:-5],
+  )
   with pytest.raises(DataError, match="client 'f0003_03', example 0: not a valid"):
     load_tff_emnist("train", data_dir=tmp_path)
 
 
 def test_truncated_h5(tmp_path, tff_splits):
-  path = fixtures.write_tff_h5(tmp_path / tff_emnist.h5_name("train", True),
-                               tff_splits["digits_only_train"])
+  path = fixtures.write_tff_h5(
+    tmp_path / tff_emnist.h5_name("train", True), tff_splits["digits_only_train"]
+  )
   path.write_bytes(path.read_bytes()[:3000])
   with pytest.raises(DataError, match=path.name):
     load_tff_emnist("train", data_dir=tmp_path)
@@ -290,6 +309,7 @@ def test_bad_h5_client(tmp_path, problem):
 
 def test_h5_without_examples_group(tmp_path):
   import h5py
+
   path = tmp_path / tff_emnist.h5_name("test", True)
   with h5py.File(path, "w") as f:
     f.create_group("other")
@@ -303,14 +323,22 @@ def test_lzma_of_garbage(tmp_path):
     load_tff_emnist("train", data_dir=tmp_path, cache_dir=tmp_path / "cache")
 
 
+@pytest.mark.slow
 def test_loading_imports_neither_tensorflow_nor_protobuf(tff_sqlite):
-  code = ("import sys, fedjax_compress.data as d; "
-          f"d.load_tff_emnist('train', data_dir={str(tff_sqlite.parent)!r}); "
-          "bad = [m for m in ('tensorflow', 'google.protobuf', 'tensorboard') "
-          "       if m in sys.modules]; "
-          "sys.exit(str(bad) if bad else 0)")
-  result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          cwd=Path(__file__).parents[2], timeout=60)
+  code = (
+    "import sys, fedjax_compress.data as d; "
+    f"d.load_tff_emnist('train', data_dir={str(tff_sqlite.parent)!r}); "
+    "bad = [m for m in ('tensorflow', 'google.protobuf', 'tensorboard') "
+    "       if m in sys.modules]; "
+    "sys.exit(str(bad) if bad else 0)"
+  )
+  result = subprocess.run(
+    [sys.executable, "-c", code],
+    capture_output=True,
+    text=True,
+    cwd=Path(__file__).parents[2],
+    timeout=60,
+  )
   assert result.returncode == 0, result.stderr
 
 

@@ -1,7 +1,0 @@
-"""`python -m fedjax_compress.aggregators.check_stage SPEC [--dim=N --clients=N --seed=N]`."""
-
-import sys
-
-from fedjax_compress.aggregators.check_stage import main
-
-sys.exit(main())
