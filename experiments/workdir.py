@@ -1,6 +1,6 @@
 """A run's workdir: written only where the user asked, never silently overwritten.
 
-Rules (each is a test in tests/test_workdir_safety.py):
+Rules (each is a test in tests/experiments/test_workdir_safety.py):
 - A workdir that cannot be written (a file, a read-only folder) is refused before any
   data loads.
 - A workdir holding a run with another config is refused, showing the difference,
