@@ -31,7 +31,8 @@ quick: $(VENV)/.installed
 	$(PY) -m pytest tests -q -n 2 -m "not slow"
 
 # The seed workload's round against the plain loop; the JSON goes where BENCH_JSON says.
-BENCH_JSON ?= runs/benchmarks/round_speed.json
+# A new file each run: an earlier result is never overwritten.
+BENCH_JSON ?= runs/benchmarks/round_speed_$(shell date +%Y%m%d_%H%M%S).json
 benchmark: $(VENV)/.installed
 	mkdir -p $(dir $(BENCH_JSON))
 	$(PY) -m benchmarks.round_speed --json=$(BENCH_JSON)

@@ -9,7 +9,8 @@ from fedjax_compress.optimizers import create_optimizer
 from fedjax_compress.registry import ComponentError
 
 
-def _steps(optimizer, grads):
+def optimizer_steps(optimizer, grads):
+  """Parameters after applying `optimizer` to `grads` in turn, from zeros."""
   params = jnp.zeros(2)
   state = optimizer.init(params)
   for g in grads:
@@ -22,7 +23,7 @@ def test_adam_takes_its_own_arguments():
   opt = create_optimizer("adam", {"learning_rate": 0.01, "b1": 0.5, "b2": 0.9, "eps": 1e-3})
   ref = optax.adam(0.01, b1=0.5, b2=0.9, eps=1e-3)
   grads = [jnp.array([1.0, -2.0]), jnp.array([0.5, 1.0])]
-  np.testing.assert_array_equal(_steps(opt, grads), _steps(ref, grads))
+  np.testing.assert_array_equal(optimizer_steps(opt, grads), optimizer_steps(ref, grads))
 
 
 @pytest.mark.parametrize(

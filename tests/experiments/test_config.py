@@ -10,6 +10,7 @@ from configs import default, emnist_compression, emnist_fedavg
 from experiments import build, overrides, workdir
 from fedjax_compress import learning, models
 from fedjax_compress.data import pipeline
+from test_optimizers import optimizer_steps
 
 
 def _config(*pairs):
@@ -20,15 +21,6 @@ def _config(*pairs):
 
 
 # --- finding 1: the client optimizer has its own arguments ------------------------------
-
-
-def _momentum_steps(optimizer, grads):
-  params = jnp.zeros(2)
-  state = optimizer.init(params)
-  for g in grads:
-    updates, state = optimizer.update(g, state, params)
-    params = optax.apply_updates(params, updates)
-  return params
 
 
 def test_client_momentum_is_the_clients_not_the_servers():
@@ -43,10 +35,10 @@ def test_client_momentum_is_the_clients_not_the_servers():
   for g in grads:
     trace = np.asarray(g) + 0.5 * trace
     expected -= 0.1 * trace
-  np.testing.assert_allclose(_momentum_steps(bound.client_optimizer, grads), expected, rtol=1e-6)
-  server = _momentum_steps(bound.server_optimizer, grads)
-  assert not np.allclose(server, _momentum_steps(optax.sgd(1.0, momentum=0.5), grads))
-  np.testing.assert_allclose(server, _momentum_steps(optax.sgd(1.0, momentum=0.9), grads))
+  np.testing.assert_allclose(optimizer_steps(bound.client_optimizer, grads), expected, rtol=1e-6)
+  server = optimizer_steps(bound.server_optimizer, grads)
+  assert not np.allclose(server, optimizer_steps(optax.sgd(1.0, momentum=0.5), grads))
+  np.testing.assert_allclose(server, optimizer_steps(optax.sgd(1.0, momentum=0.9), grads))
 
 
 @pytest.mark.slow
@@ -196,7 +188,7 @@ def test_seed_configs_build_the_tutorials_parts():
   assert comp.aggregator.to_dict() == {"name": "compression", "bits": 8, "threshold": 20_000}
   grads = [jnp.array([1.0, -2.0])]
   np.testing.assert_array_equal(
-    _momentum_steps(fedavg.client_optimizer, grads), _momentum_steps(optax.sgd(0.02), grads)
+    optimizer_steps(fedavg.client_optimizer, grads), optimizer_steps(optax.sgd(0.02), grads)
   )
 
 
