@@ -45,7 +45,7 @@ setup(
       "scipy>=1.12,<2",
       "ruff>=0.17,<0.18",  # `make test` lints first
       "mypy>=1.10,<3",  # and type-checks (mypy.ini)
-      # tests/test_tfds.py, test_plot.py, test_notebook.py (run the notebook)
+      # tests/data/test_tfds_source.py, tests/experiments/test_plot.py and test_notebook.py (runs the notebook)
       "tensorflow-datasets>=4.9.4,<5",
       "matplotlib>=3.8,<4",
       "nbclient>=0.10,<0.12",
